@@ -1,0 +1,160 @@
+// Package config is the gateway's typed configuration: one YAML schema for the
+// whole product, defaults in one place, `${VAR}` expansion for secrets,
+// HARNESS_* environment overrides, and validation that reports every problem
+// at once with its key path. Unknown keys are always an error.
+package config
+
+import (
+	"time"
+)
+
+// Config is the whole gateway configuration. The YAML keys are a fixed
+// contract (see ARCHITECTURE.md): renaming one breaks users.
+type Config struct {
+	// Listen is the address the gateway listens on (host:port).
+	Listen string `yaml:"listen"`
+	// PublicURL is the URL agents reach the gateway at, without a trailing
+	// slash. public_url + "/mcp" is the protected resource identifier and the
+	// default token audience.
+	PublicURL string `yaml:"public_url"`
+	// Environment names this deployment (production, staging, preview…); the
+	// policy sees it as input.environment.
+	Environment string `yaml:"environment"`
+	// Auth lists the identity providers whose tokens the gateway trusts.
+	Auth Auth `yaml:"auth"`
+	// Policy selects the Rego policy that decides every list and call.
+	Policy Policy `yaml:"policy"`
+	// Delegation bounds the delegation tokens the gateway issues.
+	Delegation Delegation `yaml:"delegation"`
+	// RateLimit configures the GCRA limiter.
+	RateLimit RateLimit `yaml:"ratelimit"`
+	// Upstreams are the HTTP APIs served as MCP tools.
+	Upstreams []Upstream `yaml:"upstreams"`
+	// Redaction configures the detectors applied to every result.
+	Redaction Redaction `yaml:"redaction"`
+	// Audit configures the hash-chained audit trail.
+	Audit Audit `yaml:"audit"`
+	// Telemetry configures OpenTelemetry export.
+	Telemetry Telemetry `yaml:"telemetry"`
+}
+
+// Auth is the inbound authentication configuration.
+type Auth struct {
+	// Issuers are the trusted OpenID Connect issuers.
+	Issuers []Issuer `yaml:"issuers"`
+}
+
+// Issuer is one trusted OpenID Connect issuer.
+type Issuer struct {
+	// Issuer is the issuer URL; discovery and JWKS are fetched from it.
+	Issuer string `yaml:"issuer"`
+	// Audiences are the accepted `aud` values. Default: public_url and
+	// public_url + "/mcp".
+	Audiences []string `yaml:"audiences"`
+	// RolesClaim names the claim holding the human's roles (a dotted path
+	// such as realm_access.roles is allowed). Default: roles.
+	RolesClaim string `yaml:"roles_claim"`
+	// AgentClaim names the claim identifying the agent. Default: azp, then
+	// client_id.
+	AgentClaim string `yaml:"agent_claim"`
+}
+
+// Policy selects the policy.
+type Policy struct {
+	// Dir holds .rego files and data.json/data.yaml, hot reloaded. Empty:
+	// the policy embedded in the binary.
+	Dir string `yaml:"dir"`
+	// Query is the Rego query whose value is the decision.
+	Query string `yaml:"query"`
+}
+
+// Delegation bounds the delegation tokens issued by token exchange.
+type Delegation struct {
+	// MaxTTL is the longest life of a delegation token.
+	MaxTTL Duration `yaml:"max_ttl"`
+}
+
+// RateLimit configures rate limiting.
+type RateLimit struct {
+	// RedisURL selects the shared Redis limiter; empty means in-memory
+	// (correct for one replica only).
+	RedisURL string `yaml:"redis_url"`
+	// Default is the limit applied when the policy decision names none.
+	Default Rate `yaml:"default"`
+	// OnError says what happens when Redis cannot be reached: deny (the
+	// default) or allow.
+	OnError string `yaml:"on_error"`
+}
+
+// Rate is a number of requests per period.
+type Rate struct {
+	Requests int      `yaml:"requests"`
+	Per      Duration `yaml:"per"`
+}
+
+// Upstream is one HTTP API served as MCP tools.
+type Upstream struct {
+	// Name prefixes the tool names (<name>_<operationId>) and is the
+	// audience of the identity assertion the upstream receives.
+	Name string `yaml:"name"`
+	// BaseURL is the only address the gateway contacts for this upstream.
+	BaseURL string `yaml:"base_url"`
+	// OpenAPI is the URL or file of the upstream's OpenAPI 3.0/3.1 document.
+	OpenAPI string `yaml:"openapi"`
+	// Timeout bounds one call to the upstream.
+	Timeout Duration `yaml:"timeout"`
+}
+
+// Redaction configures result redaction.
+type Redaction struct {
+	// Detectors run over every result unless the decision names its own.
+	Detectors []string `yaml:"detectors"`
+}
+
+// Audit configures the audit trail.
+type Audit struct {
+	// Path is the JSON-lines audit file; "-" writes to stdout.
+	Path string `yaml:"path"`
+	// OnError says what happens when a record cannot be written: deny (the
+	// default) refuses the call, allow lets it through.
+	OnError string `yaml:"on_error"`
+}
+
+// Telemetry configures OpenTelemetry.
+type Telemetry struct {
+	// OTLPEndpoint is the OTLP/HTTP endpoint for traces; empty: no export
+	// (the standard OTEL_EXPORTER_OTLP_* variables are honoured too).
+	OTLPEndpoint string `yaml:"otlp_endpoint"`
+}
+
+// Duration is a time.Duration written as "10s", "15m" in YAML.
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// String formats d like time.Duration.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// Default returns the configuration every loaded file starts from.
+func Default() Config {
+	return Config{
+		Listen:      "127.0.0.1:8080",
+		PublicURL:   "", // derived from Listen when empty
+		Environment: "production",
+		Policy:      Policy{Query: "data.harness.decision"},
+		Delegation:  Delegation{MaxTTL: Duration(15 * time.Minute)},
+		RateLimit: RateLimit{
+			Default: Rate{Requests: 60, Per: Duration(time.Minute)},
+			OnError: "deny",
+		},
+		Redaction: Redaction{Detectors: []string{"secret", "credit_card", "ssn"}},
+		Audit:     Audit{Path: "./audit.log", OnError: "deny"},
+	}
+}
+
+// DefaultUpstreamTimeout is the timeout of an upstream that names none.
+const DefaultUpstreamTimeout = 10 * time.Second
+
+// KnownDetectors are the detector names redaction.detectors accepts.
+var KnownDetectors = []string{"secret", "credit_card", "ssn", "email", "phone", "iban"}

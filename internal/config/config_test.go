@@ -1,0 +1,169 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+const good = `
+listen: 127.0.0.1:9090
+public_url: https://gw.example.com/
+environment: staging
+auth:
+  issuers:
+    - issuer: https://idp.example.com
+      roles_claim: groups
+policy:
+  query: data.harness.decision
+delegation:
+  max_ttl: 10m
+ratelimit:
+  default: {requests: 5, per: 1s}
+upstreams:
+  - name: crm
+    base_url: http://127.0.0.1:8000
+    openapi: http://127.0.0.1:8000/openapi.json
+redaction:
+  detectors: [secret, email]
+audit:
+  path: ${AUDIT_DIR}/audit.log
+`
+
+func TestParseGood(t *testing.T) {
+	cfg, err := Parse([]byte(good), env(map[string]string{"AUDIT_DIR": "/var/log/harness"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PublicURL != "https://gw.example.com" || cfg.ResourceURL() != "https://gw.example.com/mcp" {
+		t.Errorf("public url %q resource %q", cfg.PublicURL, cfg.ResourceURL())
+	}
+	if got := cfg.Auth.Issuers[0].Audiences; len(got) != 2 || got[1] != "https://gw.example.com/mcp" {
+		t.Errorf("default audiences = %v", got)
+	}
+	if cfg.Audit.Path != "/var/log/harness/audit.log" {
+		t.Errorf("audit path = %q", cfg.Audit.Path)
+	}
+	if cfg.Upstreams[0].Timeout.D() != DefaultUpstreamTimeout {
+		t.Errorf("timeout = %v", cfg.Upstreams[0].Timeout)
+	}
+	if cfg.Delegation.MaxTTL.D() != 10*time.Minute || cfg.RateLimit.Default.Per.D() != time.Second {
+		t.Errorf("durations: %v %v", cfg.Delegation.MaxTTL, cfg.RateLimit.Default.Per)
+	}
+	if cfg.RateLimit.OnError != "deny" || cfg.Audit.OnError != "deny" {
+		t.Errorf("fail-closed defaults changed: %q %q", cfg.RateLimit.OnError, cfg.Audit.OnError)
+	}
+}
+
+func TestEnvOverride(t *testing.T) {
+	cfg, err := Parse([]byte(good), env(map[string]string{
+		"AUDIT_DIR":                   "/tmp",
+		"HARNESS_LISTEN":              "127.0.0.1:7000",
+		"HARNESS_RATELIMIT_REDIS_URL": "redis://127.0.0.1:6379/0",
+		"HARNESS_REDACTION_DETECTORS": "ssn, iban",
+		"HARNESS_DELEGATION_MAX_TTL":  "5m",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:7000" || cfg.RateLimit.RedisURL != "redis://127.0.0.1:6379/0" ||
+		strings.Join(cfg.Redaction.Detectors, ",") != "ssn,iban" || cfg.Delegation.MaxTTL.D() != 5*time.Minute {
+		t.Errorf("overrides not applied: %+v", cfg)
+	}
+	_, err = Parse([]byte(good), env(map[string]string{"AUDIT_DIR": "/tmp", "HARNESS_DELEGATION_MAX_TTL": "soon"}))
+	if err == nil || !strings.Contains(err.Error(), "delegation.max_ttl (from HARNESS_DELEGATION_MAX_TTL)") {
+		t.Errorf("bad env override error = %v", err)
+	}
+}
+
+func TestParseProblems(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want []string // every path that must be reported
+	}{
+		{"unknown keys everywhere", `
+listen: 127.0.0.1:1
+auth: {issuers: [{issuer: https://idp, audience: x}]}
+upstream: []
+ratelimit: {default: {requests: 1, per: 1m, burst: 3}}
+`, []string{"auth.issuers[0].audience: unknown key", "upstream: unknown key", "ratelimit.default.burst: unknown key"}},
+		{"types and values", `
+listen: nowhere
+public_url: ftp://x
+auth: {issuers: [{issuer: http://idp.example.com}]}
+delegation: {max_ttl: forever}
+ratelimit: {default: {requests: many, per: 0s}, on_error: shrug}
+upstreams:
+  - {name: "bad name", base_url: "/relative", timeout: -1s}
+  - {name: crm, base_url: http://x, openapi: a.json}
+  - {name: crm, base_url: http://x, openapi: a.json}
+redaction: {detectors: [secret, dna]}
+audit: {on_error: maybe}
+`, []string{"listen:", "public_url:", "auth.issuers[0].issuer: \"http://idp.example.com\" must use https",
+			"delegation.max_ttl:", "ratelimit.default.requests:", "ratelimit.on_error:",
+			"upstreams[0].name:", "upstreams[0].base_url:", "upstreams[0].openapi:", "upstreams[0].timeout:",
+			"upstreams[2].name: \"crm\" is used twice", "redaction.detectors[1]: unknown detector \"dna\"", "audit.on_error:"}},
+		{"no issuer", `listen: 127.0.0.1:1`, []string{"auth.issuers: at least one"}},
+		{"missing env", `auth: {issuers: [{issuer: "${IDP}"}]}`, []string{"auth.issuers[0].issuer: environment variable IDP is not set"}},
+		{"oauth not yet", "oauth: {client_id: x}\nauth: {issuers: [{issuer: https://i}]}", []string{"oauth: unknown key (the oauth authorization server"}},
+		{"wrong shapes", "auth: [1]\nupstreams: {name: x}", []string{"auth: must be a mapping", "upstreams: must be a list"}},
+		{"duplicate key", "listen: a:1\nlisten: b:2\nauth: {issuers: [{issuer: https://i}]}", []string{"listen: duplicate key"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.yaml), env(nil))
+			var ps Problems
+			if !errors.As(err, &ps) {
+				t.Fatalf("err = %v, want Problems", err)
+			}
+			msg := err.Error()
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("missing %q in:\n%s", w, msg)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(p, []byte("auth: {issuers: [{issuer: https://idp.example.com}]}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PublicURL != "http://127.0.0.1:8080" {
+		t.Errorf("derived public_url = %q", cfg.PublicURL)
+	}
+	if _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil {
+		t.Error("missing file accepted")
+	}
+	if _, err := Parse([]byte("listen: [unclosed"), env(nil)); err == nil || !strings.Contains(err.Error(), "not valid YAML") {
+		t.Errorf("bad yaml error = %v", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(good))
+	f.Add([]byte("auth: {issuers: [{issuer: ${X}}]}"))
+	f.Add([]byte("&a [*a, *a]"))
+	f.Add([]byte("upstreams: [{name: a, timeout: 1s}, null]"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse(data, env(map[string]string{"X": "https://i"}))
+		if err == nil && len(cfg.Validate()) > 0 {
+			t.Fatalf("Parse accepted an invalid config")
+		}
+	})
+}

@@ -1,0 +1,480 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// EnvPrefix prefixes the environment variables that override scalar keys:
+// HARNESS_LISTEN, HARNESS_RATELIMIT_REDIS_URL, HARNESS_AUDIT_PATH…
+const EnvPrefix = "HARNESS_"
+
+// maxFileSize bounds a configuration file.
+const maxFileSize = 1 << 20
+
+// Problem is one thing wrong with a configuration, at a key path such as
+// upstreams[0].timeout.
+type Problem struct {
+	Path string
+	Msg  string
+}
+
+func (p Problem) Error() string {
+	if p.Path == "" {
+		return p.Msg
+	}
+	return p.Path + ": " + p.Msg
+}
+
+// Problems is every problem found in one configuration.
+type Problems []Problem
+
+func (ps Problems) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d configuration problem", len(ps))
+	if len(ps) != 1 {
+		b.WriteString("s")
+	}
+	b.WriteString(":")
+	for _, p := range ps {
+		b.WriteString("\n  - ")
+		b.WriteString(p.Error())
+	}
+	return b.String()
+}
+
+// Load reads, expands, overrides, defaults and validates the file at path.
+// A returned error lists every problem (as Problems where it can).
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(&limitReader{r: f, n: maxFileSize + 1}); err != nil {
+		return nil, fmt.Errorf("read config %s: %w", path, err)
+	}
+	if buf.Len() > maxFileSize {
+		return nil, fmt.Errorf("config %s: larger than %d bytes", path, maxFileSize)
+	}
+	return Parse(buf.Bytes(), os.LookupEnv)
+}
+
+// Parse is Load over bytes, with lookup resolving ${VAR} and HARNESS_*
+// variables (os.LookupEnv in production).
+func Parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
+	cfg := Default()
+	var ps Problems
+	if len(bytes.TrimSpace(data)) > 0 {
+		var root yaml.Node
+		if err := yaml.Unmarshal(data, &root); err != nil {
+			return nil, fmt.Errorf("config is not valid YAML: %w", err)
+		}
+		if len(root.Content) > 0 {
+			d := decoder{lookup: lookup}
+			d.decode("", root.Content[0], reflect.ValueOf(&cfg).Elem())
+			ps = append(ps, d.problems...)
+		}
+	}
+	ps = append(ps, applyEnv(&cfg, lookup)...)
+	cfg.fillDerived()
+	// Report validation problems too, except at a path that already failed
+	// to decode: one problem per key, every key at once.
+	failed := map[string]bool{}
+	for _, p := range ps {
+		path, _, _ := strings.Cut(p.Path, " (from ")
+		failed[path] = true
+	}
+	for _, p := range cfg.Validate() {
+		if !failed[p.Path] {
+			ps = append(ps, p)
+		}
+	}
+	if len(ps) > 0 {
+		return nil, ps
+	}
+	return &cfg, nil
+}
+
+type limitReader struct {
+	r interface{ Read([]byte) (int, error) }
+	n int64
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, errors.New("config file too large")
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+type decoder struct {
+	lookup   func(string) (string, bool)
+	problems Problems
+}
+
+func (d *decoder) fail(path string, format string, args ...any) {
+	d.problems = append(d.problems, Problem{Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+var durationType = reflect.TypeOf(Duration(0))
+
+func (d *decoder) decode(path string, n *yaml.Node, v reflect.Value) {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return // an empty key keeps its default
+	}
+	switch {
+	case v.Type() == durationType:
+		s, ok := d.scalar(path, n)
+		if !ok {
+			return
+		}
+		dur, err := time.ParseDuration(s)
+		if err != nil {
+			d.fail(path, "%q is not a duration (use 10s, 1m, 15m…)", s)
+			return
+		}
+		v.SetInt(int64(dur))
+	case v.Kind() == reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			d.fail(path, "must be a mapping")
+			return
+		}
+		seen := map[string]bool{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			key := k.Value
+			kp := join(path, key)
+			if seen[key] {
+				d.fail(kp, "duplicate key")
+				continue
+			}
+			seen[key] = true
+			f, ok := fieldByTag(v, key)
+			if !ok {
+				d.fail(kp, "unknown key%s", suggest(v.Type(), key))
+				continue
+			}
+			d.decode(kp, val, f)
+		}
+	case v.Kind() == reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			d.fail(path, "must be a list")
+			return
+		}
+		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+		for i, item := range n.Content {
+			d.decode(fmt.Sprintf("%s[%d]", path, i), item, s.Index(i))
+		}
+		v.Set(s)
+	case v.Kind() == reflect.String:
+		if s, ok := d.scalar(path, n); ok {
+			v.SetString(s)
+		}
+	case v.Kind() == reflect.Int:
+		s, ok := d.scalar(path, n)
+		if !ok {
+			return
+		}
+		i, err := strconv.Atoi(s)
+		if err != nil {
+			d.fail(path, "%q is not a whole number", s)
+			return
+		}
+		v.SetInt(int64(i))
+	case v.Kind() == reflect.Bool:
+		s, ok := d.scalar(path, n)
+		if !ok {
+			return
+		}
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			d.fail(path, "%q is not true or false", s)
+			return
+		}
+		v.SetBool(b)
+	default:
+		d.fail(path, "unsupported type %s", v.Type())
+	}
+}
+
+// scalar returns the node's value with ${VAR} references expanded.
+func (d *decoder) scalar(path string, n *yaml.Node) (string, bool) {
+	if n.Kind != yaml.ScalarNode {
+		d.fail(path, "must be a single value")
+		return "", false
+	}
+	s, err := expand(n.Value, d.lookup)
+	if err != nil {
+		d.fail(path, "%v", err)
+		return "", false
+	}
+	return s, true
+}
+
+func expand(s string, lookup func(string) (string, bool)) (string, error) {
+	var missing []string
+	out := envRef.ReplaceAllStringFunc(s, func(m string) string {
+		name := m[2 : len(m)-1]
+		v, ok := lookup(name)
+		if !ok {
+			missing = append(missing, name)
+		}
+		return v
+	})
+	if len(missing) > 0 {
+		return "", fmt.Errorf("environment variable %s is not set", strings.Join(missing, ", "))
+	}
+	return out, nil
+}
+
+func fieldByTag(v reflect.Value, key string) (reflect.Value, bool) {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		if tagName(t.Field(i)) == key {
+			return v.Field(i), true
+		}
+	}
+	return reflect.Value{}, false
+}
+
+func tagName(f reflect.StructField) string {
+	name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+	return name
+}
+
+// suggest names the known keys of t, so a typo is easy to fix.
+func suggest(t reflect.Type, key string) string {
+	var known []string
+	for i := 0; i < t.NumField(); i++ {
+		known = append(known, tagName(t.Field(i)))
+	}
+	if t == reflect.TypeOf(Config{}) && key == "oauth" {
+		return " (the oauth authorization server is not available in this version)"
+	}
+	return " (known: " + strings.Join(known, ", ") + ")"
+}
+
+// applyEnv applies HARNESS_* overrides to scalar keys outside lists, e.g.
+// HARNESS_RATELIMIT_REDIS_URL for ratelimit.redis_url. A list of strings
+// takes a comma-separated value.
+func applyEnv(cfg *Config, lookup func(string) (string, bool)) Problems {
+	d := decoder{lookup: lookup}
+	var walk func(path, env string, v reflect.Value)
+	walk = func(path, env string, v reflect.Value) {
+		t := v.Type()
+		for i := 0; i < t.NumField(); i++ {
+			key := tagName(t.Field(i))
+			p, e := join(path, key), env+strings.ToUpper(key)
+			f := v.Field(i)
+			switch {
+			case f.Type() == durationType || f.Kind() == reflect.String || f.Kind() == reflect.Int || f.Kind() == reflect.Bool:
+				if s, ok := lookup(e); ok {
+					d.decode(p+" (from "+e+")", &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: s}, f)
+				}
+			case f.Kind() == reflect.Struct:
+				walk(p, e+"_", f)
+			case f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.String:
+				if s, ok := lookup(e); ok {
+					var items []string
+					for _, it := range strings.Split(s, ",") {
+						if it = strings.TrimSpace(it); it != "" {
+							items = append(items, it)
+						}
+					}
+					f.Set(reflect.ValueOf(items))
+				}
+			}
+		}
+	}
+	walk("", EnvPrefix, reflect.ValueOf(cfg).Elem())
+	return d.problems
+}
+
+// fillDerived fills defaults that depend on other keys.
+func (c *Config) fillDerived() {
+	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
+	if c.PublicURL == "" && c.Listen != "" {
+		c.PublicURL = "http://" + c.Listen
+	}
+	for i := range c.Auth.Issuers {
+		is := &c.Auth.Issuers[i]
+		if len(is.Audiences) == 0 && c.PublicURL != "" {
+			is.Audiences = []string{c.PublicURL, c.ResourceURL()}
+		}
+		if is.RolesClaim == "" {
+			is.RolesClaim = "roles"
+		}
+	}
+	for i := range c.Upstreams {
+		if c.Upstreams[i].Timeout == 0 {
+			c.Upstreams[i].Timeout = Duration(DefaultUpstreamTimeout)
+		}
+	}
+}
+
+// ResourceURL is the protected resource identifier: public_url + "/mcp".
+func (c *Config) ResourceURL() string { return c.PublicURL + "/mcp" }
+
+var upstreamName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
+
+// Validate reports every problem with c (after defaults are filled).
+func (c *Config) Validate() Problems {
+	var ps Problems
+	bad := func(path, format string, args ...any) {
+		ps = append(ps, Problem{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen", "%q is not host:port", c.Listen)
+	}
+	if err := checkURL(c.PublicURL, true); err != nil {
+		bad("public_url", "%v", err)
+	}
+	if len(c.Auth.Issuers) == 0 {
+		bad("auth.issuers", "at least one trusted issuer is required (every call must name a human)")
+	}
+	seenIss := map[string]bool{}
+	for i, is := range c.Auth.Issuers {
+		p := fmt.Sprintf("auth.issuers[%d]", i)
+		if err := checkURL(is.Issuer, false); err != nil {
+			bad(p+".issuer", "%v", err)
+		} else if err := secureURL(is.Issuer); err != nil {
+			bad(p+".issuer", "%v", err)
+		}
+		if seenIss[is.Issuer] {
+			bad(p+".issuer", "%q is listed twice", is.Issuer)
+		}
+		seenIss[is.Issuer] = true
+		for j, a := range is.Audiences {
+			if strings.TrimSpace(a) == "" {
+				bad(fmt.Sprintf("%s.audiences[%d]", p, j), "must not be empty")
+			}
+		}
+	}
+	if c.Policy.Dir != "" {
+		if st, err := os.Stat(c.Policy.Dir); err != nil || !st.IsDir() {
+			bad("policy.dir", "%q is not a directory", c.Policy.Dir)
+		}
+	}
+	if !strings.HasPrefix(c.Policy.Query, "data.") {
+		bad("policy.query", "%q must be a data reference such as data.harness.decision", c.Policy.Query)
+	}
+	if c.Delegation.MaxTTL <= 0 || c.Delegation.MaxTTL.D() > 24*time.Hour {
+		bad("delegation.max_ttl", "must be between 1s and 24h, got %s", c.Delegation.MaxTTL)
+	}
+	if c.RateLimit.RedisURL != "" {
+		if u, err := url.Parse(c.RateLimit.RedisURL); err != nil || !slices.Contains([]string{"redis", "rediss", "redis+sentinel", "redis+cluster", "unix"}, u.Scheme) {
+			bad("ratelimit.redis_url", "must be a redis://, rediss://, redis+sentinel:// or redis+cluster:// URL")
+		}
+	}
+	if c.RateLimit.Default.Requests <= 0 {
+		bad("ratelimit.default.requests", "must be positive")
+	}
+	if c.RateLimit.Default.Per <= 0 {
+		bad("ratelimit.default.per", "must be a positive duration")
+	}
+	if !slices.Contains([]string{"deny", "allow"}, c.RateLimit.OnError) {
+		bad("ratelimit.on_error", "must be deny or allow, got %q", c.RateLimit.OnError)
+	}
+	seenUp := map[string]bool{}
+	for i, u := range c.Upstreams {
+		p := fmt.Sprintf("upstreams[%d]", i)
+		if !upstreamName.MatchString(u.Name) {
+			bad(p+".name", "%q must be 1-32 characters of A-Z a-z 0-9 _ -", u.Name)
+		}
+		if seenUp[u.Name] {
+			bad(p+".name", "%q is used twice", u.Name)
+		}
+		seenUp[u.Name] = true
+		if err := checkURL(u.BaseURL, false); err != nil {
+			bad(p+".base_url", "%v", err)
+		}
+		if u.OpenAPI == "" {
+			bad(p+".openapi", "a URL or file of the upstream's OpenAPI document is required")
+		}
+		if u.Timeout <= 0 {
+			bad(p+".timeout", "must be positive")
+		}
+	}
+	for i, det := range c.Redaction.Detectors {
+		if !slices.Contains(KnownDetectors, det) {
+			bad(fmt.Sprintf("redaction.detectors[%d]", i), "unknown detector %q (known: %s)", det, strings.Join(KnownDetectors, ", "))
+		}
+	}
+	if c.Audit.Path == "" {
+		bad("audit.path", "required (a file, or - for stdout): no access goes unrecorded")
+	}
+	if !slices.Contains([]string{"deny", "allow"}, c.Audit.OnError) {
+		bad("audit.on_error", "must be deny or allow, got %q", c.Audit.OnError)
+	}
+	if c.Telemetry.OTLPEndpoint != "" {
+		if err := checkURL(c.Telemetry.OTLPEndpoint, false); err != nil {
+			bad("telemetry.otlp_endpoint", "%v", err)
+		}
+	}
+	return ps
+}
+
+func checkURL(s string, noPath bool) error {
+	if s == "" {
+		return errors.New("required")
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute http(s) URL", s)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%q must not carry credentials, a query or a fragment", s)
+	}
+	if noPath && u.Path != "" && u.Path != "/" {
+		return fmt.Errorf("%q must not have a path", s)
+	}
+	return nil
+}
+
+// secureURL refuses plain http for anything but loopback: tokens and keys
+// must not travel in clear text.
+func secureURL(s string) error {
+	u, _ := url.Parse(s)
+	if u.Scheme == "https" {
+		return nil
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%q must use https (plain http is accepted only on loopback)", s)
+}
