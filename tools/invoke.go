@@ -1,0 +1,174 @@
+package tools
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+)
+
+const (
+	// DefaultTimeout is the upstream timeout when Upstream.Timeout is zero.
+	DefaultTimeout = 10 * time.Second
+	// DefaultMaxResponseBytes is the response cap when
+	// Upstream.MaxResponseBytes is zero.
+	DefaultMaxResponseBytes = 10 << 20
+)
+
+// Upstream is one HTTP API whose operations become tools.
+type Upstream struct {
+	// Name prefixes the upstream's tool names and is the audience of the
+	// identity assertion sent to it.
+	Name string
+	// BaseURL is where requests go: scheme, host and an optional base path.
+	BaseURL string
+	// OpenAPI is the URL (http or https) or file path of the OpenAPI
+	// document; empty means BaseURL + "/openapi.json".
+	OpenAPI string
+	// Timeout bounds each call and each document load; zero means
+	// DefaultTimeout.
+	Timeout time.Duration
+	// MaxResponseBytes caps a response body; zero means
+	// DefaultMaxResponseBytes. A larger body is an error, never truncated.
+	MaxResponseBytes int64
+}
+
+// withDefaults returns a copy of u with zero values replaced by defaults.
+func (u Upstream) withDefaults() Upstream {
+	if u.Timeout <= 0 {
+		u.Timeout = DefaultTimeout
+	}
+	if u.MaxResponseBytes <= 0 {
+		u.MaxResponseBytes = DefaultMaxResponseBytes
+	}
+	if u.OpenAPI == "" {
+		u.OpenAPI = strings.TrimRight(u.BaseURL, "/") + "/openapi.json"
+	}
+	return u
+}
+
+// Response is an upstream's answer to one tool call.
+type Response struct {
+	// Status is the HTTP status code.
+	Status int
+	// ContentType is the response's Content-Type header.
+	ContentType string
+	// Body is the complete response body.
+	Body []byte
+}
+
+// OK reports whether the status is 2xx.
+func (r *Response) OK() bool { return r.Status >= 200 && r.Status < 300 }
+
+// Invoke calls tool t on upstream up with args. header holds extra headers
+// set by the caller (the identity assertion, traceparent); they override
+// any header parameter of the same name. The upstream's timeout applies,
+// redirects are not followed (a 3xx is returned as is), and a body larger
+// than the upstream's cap is an error. A non-2xx status is not an error:
+// check Response.OK. Errors name the upstream.
+func Invoke(ctx context.Context, client *http.Client, up *Upstream, t *Tool, args map[string]any, header http.Header) (*Response, error) {
+	if up == nil || t == nil {
+		return nil, errors.New("invoke: no upstream or tool")
+	}
+	u := up.withDefaults()
+	ctx, cancel := context.WithTimeout(ctx, u.Timeout)
+	defer cancel()
+	req, err := t.NewRequest(ctx, &u, args)
+	if err != nil {
+		return nil, err
+	}
+	for k, vs := range header {
+		req.Header.Del(k)
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
+	resp, err := noRedirects(client).Do(req)
+	if err != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) && errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("upstream %q: %s %s: timed out after %s: %w", u.Name, t.Method, t.Path, u.Timeout, err)
+		}
+		return nil, fmt.Errorf("upstream %q: %s %s: %w", u.Name, t.Method, t.Path, err)
+	}
+	defer resp.Body.Close()
+	body, err := readCapped(resp.Body, u.MaxResponseBytes)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %q: %s %s: read response: %w", u.Name, t.Method, t.Path, err)
+	}
+	return &Response{Status: resp.StatusCode, ContentType: resp.Header.Get("Content-Type"), Body: body}, nil
+}
+
+// ErrTooLarge is returned when a response or document exceeds its cap.
+var ErrTooLarge = errors.New("body too large")
+
+func readCapped(r io.Reader, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, limit)
+	}
+	return b, nil
+}
+
+// noRedirects returns a copy of client that never follows redirects, so
+// that only the upstream's own host is contacted.
+func noRedirects(client *http.Client) *http.Client {
+	var c http.Client
+	if client != nil {
+		c = *client
+	}
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &c
+}
+
+// LoadDocument reads an OpenAPI document from an http(s) URL or a file path
+// ("file://" prefix optional), refusing anything over MaxDocumentBytes.
+// A URL must answer 200. client may be nil for a default client.
+func LoadDocument(ctx context.Context, client *http.Client, location string) ([]byte, error) {
+	switch {
+	case location == "":
+		return nil, errors.New("load openapi document: no location")
+	case strings.HasPrefix(location, "http://"), strings.HasPrefix(location, "https://"):
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, location, nil)
+		if err != nil {
+			return nil, fmt.Errorf("load openapi document %s: %w", location, err)
+		}
+		req.Header.Set("Accept", "application/json, application/yaml;q=0.9, */*;q=0.1")
+		if client == nil {
+			client = http.DefaultClient
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("load openapi document: %w", err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("load openapi document %s: status %d", location, resp.StatusCode)
+		}
+		b, err := readCapped(resp.Body, MaxDocumentBytes)
+		if err != nil {
+			return nil, fmt.Errorf("load openapi document %s: %w", location, err)
+		}
+		return b, nil
+	case strings.Contains(location, "://") && !strings.HasPrefix(location, "file://"):
+		return nil, fmt.Errorf("load openapi document %q: only http, https and file locations are supported", location)
+	default:
+		path := strings.TrimPrefix(location, "file://")
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("load openapi document: %w", err)
+		}
+		defer f.Close()
+		b, err := readCapped(f, MaxDocumentBytes)
+		if err != nil {
+			return nil, fmt.Errorf("load openapi document %s: %w", path, err)
+		}
+		return b, nil
+	}
+}
