@@ -1,0 +1,158 @@
+package ratelimit
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Connection defaults for a gateway: a few tens of milliseconds at most per
+// step, a small pool, one retry. A query parameter of the same name wins.
+const (
+	defaultDialTimeout  = 100 * time.Millisecond
+	defaultReadTimeout  = 50 * time.Millisecond
+	defaultWriteTimeout = 50 * time.Millisecond
+	defaultPoolTimeout  = 50 * time.Millisecond
+	defaultPoolSize     = 20
+	defaultMaxRetries   = 1
+	defaultDialRetries  = 1 // one dial attempt: fail fast while Redis is down
+)
+
+// redisConfig is a parsed Redis URL: exactly one field is set.
+type redisConfig struct {
+	simple   *redis.Options
+	cluster  *redis.ClusterOptions
+	failover *redis.FailoverOptions
+}
+
+// ParseRedisURL parses a Redis URL into a client; it does not connect.
+//
+// Accepted forms (query parameters are go-redis's own, snake_case, e.g.
+// dial_timeout=100ms, read_timeout, write_timeout, pool_size, max_retries;
+// unknown parameters are errors):
+//
+//	redis://[user:pass@]host[:6379][/db]         one server
+//	rediss://…                                   the same over TLS
+//	unix://[user:pass@]/path/redis.sock[?db=N]   a Unix socket
+//	redis://host:port?addr=host2:port&addr=…     Redis Cluster (seed nodes)
+//	redis+cluster://host:port[?addr=…]           Redis Cluster, also with one seed
+//	redis://sentinel:26379[/db]?master_name=m[&addr=sentinel2:26379…][&password=…]
+//	redis+sentinel://…                           the same (master_name required)
+//
+// rediss+cluster:// and rediss+sentinel:// use TLS. For Sentinel the URL's
+// user info authenticates to the sentinels and the username/password query
+// parameters to the master. Unless given, timeouts default to 100 ms dial,
+// 50 ms read/write/pool wait, a pool of 20 connections, one dial attempt
+// and one command retry, and
+// context deadlines are always honoured. Errors never echo the URL (it may
+// hold a password).
+func ParseRedisURL(raw string) (redis.UniversalClient, error) {
+	c, err := parseRedisURL(raw)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case c.cluster != nil:
+		return redis.NewClusterClient(c.cluster), nil
+	case c.failover != nil:
+		return redis.NewFailoverClient(c.failover), nil
+	default:
+		return redis.NewClient(c.simple), nil
+	}
+}
+
+// parseRedisURL does the work of ParseRedisURL without creating a client.
+func parseRedisURL(raw string) (redisConfig, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // drop the URL, which may hold a password
+		}
+		return redisConfig{}, fmt.Errorf("ratelimit: invalid redis url: %w", err)
+	}
+	q := u.Query()
+	base, mode, _ := strings.Cut(u.Scheme, "+")
+	switch {
+	case mode == "" && q.Has("master_name"):
+		mode = "sentinel"
+	case mode == "" && q.Has("addr"):
+		mode = "cluster"
+	}
+	if base != "redis" && base != "rediss" && !(base == "unix" && mode == "") {
+		return redisConfig{}, fmt.Errorf("ratelimit: invalid redis url: unsupported scheme %q", u.Scheme)
+	}
+	if u.Host == "" && base != "unix" {
+		return redisConfig{}, errors.New("ratelimit: invalid redis url: missing host")
+	}
+	norm := *u
+	norm.Scheme = base
+	s := norm.String()
+	wrap := func(err error) error { return fmt.Errorf("ratelimit: invalid redis url: %w", err) }
+	set := func(name string, d time.Duration, dst *time.Duration) {
+		if !q.Has(name) {
+			*dst = d
+		}
+	}
+	seti := func(name string, n int, dst *int) {
+		if !q.Has(name) {
+			*dst = n
+		}
+	}
+	switch mode {
+	case "":
+		o, err := redis.ParseURL(s)
+		if err != nil {
+			return redisConfig{}, wrap(err)
+		}
+		set("dial_timeout", defaultDialTimeout, &o.DialTimeout)
+		set("read_timeout", defaultReadTimeout, &o.ReadTimeout)
+		set("write_timeout", defaultWriteTimeout, &o.WriteTimeout)
+		set("pool_timeout", defaultPoolTimeout, &o.PoolTimeout)
+		seti("pool_size", defaultPoolSize, &o.PoolSize)
+		seti("max_retries", defaultMaxRetries, &o.MaxRetries)
+		seti("dialer_retries", defaultDialRetries, &o.DialerRetries)
+		o.ContextTimeoutEnabled = true
+		return redisConfig{simple: o}, nil
+	case "cluster":
+		if u.Path != "" && u.Path != "/" {
+			return redisConfig{}, errors.New("ratelimit: invalid redis url: a cluster url has no database path")
+		}
+		o, err := redis.ParseClusterURL(s)
+		if err != nil {
+			return redisConfig{}, wrap(err)
+		}
+		set("dial_timeout", defaultDialTimeout, &o.DialTimeout)
+		set("read_timeout", defaultReadTimeout, &o.ReadTimeout)
+		set("write_timeout", defaultWriteTimeout, &o.WriteTimeout)
+		set("pool_timeout", defaultPoolTimeout, &o.PoolTimeout)
+		seti("pool_size", defaultPoolSize, &o.PoolSize)
+		seti("max_retries", defaultMaxRetries, &o.MaxRetries)
+		seti("dialer_retries", defaultDialRetries, &o.DialerRetries)
+		o.ContextTimeoutEnabled = true
+		return redisConfig{cluster: o}, nil
+	case "sentinel":
+		if q.Get("master_name") == "" {
+			return redisConfig{}, errors.New("ratelimit: invalid redis url: sentinel needs master_name")
+		}
+		o, err := redis.ParseFailoverURL(s)
+		if err != nil {
+			return redisConfig{}, wrap(err)
+		}
+		set("dial_timeout", defaultDialTimeout, &o.DialTimeout)
+		set("read_timeout", defaultReadTimeout, &o.ReadTimeout)
+		set("write_timeout", defaultWriteTimeout, &o.WriteTimeout)
+		set("pool_timeout", defaultPoolTimeout, &o.PoolTimeout)
+		seti("pool_size", defaultPoolSize, &o.PoolSize)
+		seti("max_retries", defaultMaxRetries, &o.MaxRetries)
+		seti("dialer_retries", defaultDialRetries, &o.DialerRetries)
+		o.ContextTimeoutEnabled = true
+		return redisConfig{failover: o}, nil
+	default:
+		return redisConfig{}, fmt.Errorf("ratelimit: invalid redis url: unsupported scheme %q", u.Scheme)
+	}
+}
