@@ -1,0 +1,204 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Decision values of Record.Decision.
+const (
+	DecisionAllow       = "allow"
+	DecisionDeny        = "deny"
+	DecisionRateLimited = "rate_limited"
+	DecisionError       = "error"
+)
+
+// Action values of Record.Action (the policy input's action).
+const (
+	ActionCall = "call"
+	ActionList = "list"
+)
+
+// Kind values of Record.Kind. Ordinary call records have an empty Kind.
+const (
+	// KindStart is written by Open each time the log is opened.
+	KindStart = "start"
+	// KindRotate is the first record of a file created by rotation; its
+	// Prev is the last hash of the previous file.
+	KindRotate = "rotate"
+	// KindGap is written by Open after a torn (incomplete) last line left by
+	// a crash; its Prev is the hash of the last complete record.
+	KindGap = "gap"
+)
+
+// ZeroHash is the Prev of the first record of a chain.
+const ZeroHash = "0000000000000000000000000000000000000000000000000000000000000000"
+
+// Record is one audit record, written as one JSON object per line.
+//
+// It deliberately has no field for tokens, secrets, tool arguments or
+// results: none of them can ever enter the log. The JSON field order is the
+// struct order below, with "hash" last; map keys are sorted (encoding/json).
+//
+// Chain: Hash is the lower-case hex SHA-256 of the record's exact line (without
+// the trailing newline) in which the value of "hash" is the empty string, i.e.
+// of the line with its 64 hash digits removed. Prev is the Hash of the
+// previous record (ZeroHash for the first record of a chain). Seq increases
+// by one per record across files and restarts, so Verify can tell a deleted
+// record from a reordered one.
+type Record struct {
+	// Time is when the call finished, UTC, RFC 3339 with nanoseconds.
+	Time time.Time `json:"time"`
+	// Seq is the position of the record in the chain, starting at 1.
+	Seq uint64 `json:"seq"`
+	// ID identifies the record (a UUIDv7 when Write generates it).
+	ID string `json:"id"`
+	// Kind is empty for a call record, or KindStart, KindRotate, KindGap.
+	Kind string `json:"kind,omitempty"`
+	// Action is ActionCall or ActionList.
+	Action string `json:"action,omitempty"`
+	// Decision is DecisionAllow, DecisionDeny, DecisionRateLimited or DecisionError.
+	Decision string `json:"decision,omitempty"`
+	// Reason is the policy's reason, or why the call failed or was refused.
+	Reason string `json:"reason,omitempty"`
+	// Subject is the human (token sub).
+	Subject string `json:"subject,omitempty"`
+	// Issuer is the issuer of the human's identity.
+	Issuer string `json:"issuer,omitempty"`
+	// Agent is the agent (client) acting for the human.
+	Agent string `json:"agent,omitempty"`
+	// Session is the legacy MCP session id, if any.
+	Session string `json:"session,omitempty"`
+	// Delegation is the id (jti) of the delegation grant, if any.
+	Delegation string `json:"delegation,omitempty"`
+	// Tool is the MCP tool name.
+	Tool string `json:"tool,omitempty"`
+	// Upstream is the name of the upstream the tool belongs to.
+	Upstream string `json:"upstream,omitempty"`
+	// Protocol is the MCP protocol version of the request.
+	Protocol string `json:"protocol,omitempty"`
+	// Status is the upstream HTTP status; 0 when the upstream was not called.
+	Status int `json:"status,omitempty"`
+	// Redactions is the total number of values redacted from the result.
+	Redactions int `json:"redactions"`
+	// RedactionKinds counts redactions by kind (path, context, secret, …).
+	RedactionKinds map[string]int `json:"redaction_kinds,omitempty"`
+	// DurationMS is the duration of the call in milliseconds.
+	DurationMS float64 `json:"duration_ms"`
+	// TraceID is the W3C trace id; Write fills it from ctx when empty.
+	TraceID string `json:"trace_id,omitempty"`
+	// PolicyDecisionID identifies the policy decision.
+	PolicyDecisionID string `json:"policy_decision_id,omitempty"`
+	// PolicyRevision identifies the policy that decided (e.g. a bundle revision).
+	PolicyRevision string `json:"policy_revision,omitempty"`
+	// Environment is the name of the deployment.
+	Environment string `json:"environment,omitempty"`
+	// Prev is the Hash of the previous record in the chain.
+	Prev string `json:"prev"`
+	// Hash covers the whole line, Prev included (see the type comment).
+	Hash string `json:"hash"`
+}
+
+// hashHexLen is the number of hex digits of a hash.
+const hashHexLen = 64
+
+var (
+	emptyHashTail = []byte(`"hash":""}`)
+	hashKey       = []byte(`"hash":"`)
+)
+
+// encode returns the line for r (no trailing newline) with Hash computed
+// from r's other fields. r.Hash is set.
+func encode(r *Record) ([]byte, error) {
+	r.Hash = ""
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(r); err != nil {
+		return nil, fmt.Errorf("encoding audit record: %w", err)
+	}
+	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	if !bytes.HasSuffix(b, emptyHashTail) {
+		return nil, errors.New("encoding audit record: hash is not the last field")
+	}
+	sum := sha256.Sum256(b)
+	r.Hash = hex.EncodeToString(sum[:])
+	out := make([]byte, 0, len(b)+hashHexLen+1)
+	out = append(out, b[:len(b)-2]...) // up to and including the opening quote
+	out = append(out, r.Hash...)
+	out = append(out, `"}`...)
+	return out, nil
+}
+
+// errNotRecord means a line is not a complete record line.
+var errNotRecord = errors.New("not a complete audit record")
+
+// decodeLine parses one line (without newline). It returns the record and
+// whether the hash matches the line's content. An error means the line is
+// torn or not a record at all.
+func decodeLine(line []byte) (*Record, bool, error) {
+	n := len(line)
+	tail := len(hashKey) + hashHexLen + 2
+	if n < tail+1 || line[0] != '{' || !bytes.HasSuffix(line, []byte(`"}`)) ||
+		!bytes.Equal(line[n-tail:n-tail+len(hashKey)], hashKey) {
+		return nil, false, errNotRecord
+	}
+	digits := line[n-2-hashHexLen : n-2]
+	var stated [32]byte
+	if _, err := hex.Decode(stated[:], digits); err != nil || !isLowerHex(digits) {
+		return nil, false, errNotRecord
+	}
+	var r Record
+	if err := json.Unmarshal(line, &r); err != nil {
+		return nil, false, fmt.Errorf("%w: %w", errNotRecord, err)
+	}
+	if r.Hash != string(digits) {
+		// A later duplicate key cannot shadow the final one, but be strict.
+		return &r, false, nil
+	}
+	h := sha256.New()
+	h.Write(line[:n-2-hashHexLen])
+	h.Write([]byte(`"}`))
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return &r, sum == stated, nil
+}
+
+func isLowerHex(b []byte) bool {
+	for _, c := range b {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// newID returns a UUIDv7 (time-ordered, random).
+func newID(now time.Time) string {
+	var u [16]byte
+	_, _ = rand.Read(u[:]) // crypto/rand.Read never returns an error
+	ms := uint64(now.UnixMilli())
+	var ts [8]byte
+	binary.BigEndian.PutUint64(ts[:], ms)
+	copy(u[0:6], ts[2:8])
+	u[6] = (u[6] & 0x0f) | 0x70
+	u[8] = (u[8] & 0x3f) | 0x80
+	var s [36]byte
+	hex.Encode(s[0:8], u[0:4])
+	s[8] = '-'
+	hex.Encode(s[9:13], u[4:6])
+	s[13] = '-'
+	hex.Encode(s[14:18], u[6:8])
+	s[18] = '-'
+	hex.Encode(s[19:23], u[8:10])
+	s[23] = '-'
+	hex.Encode(s[24:36], u[10:16])
+	return string(s[:])
+}

@@ -1,0 +1,199 @@
+package telemetry
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Metric names (OpenTelemetry names; the Prometheus exporter turns dots into
+// underscores and adds _total for counters and _seconds for durations, e.g.
+// harness_tool_calls_total{tool,decision}).
+const (
+	MetricToolCalls        = "harness.tool.calls"
+	MetricToolCallDuration = "harness.tool.call.duration"
+	MetricStageDuration    = "harness.stage.duration"
+	MetricRateLimited      = "harness.ratelimit.limited"
+	MetricRedactions       = "harness.redactions"
+	MetricPolicyDuration   = "harness.policy.evaluation.duration"
+	MetricUpstreamStatus   = "harness.upstream.responses"
+)
+
+// maxAttrSets bounds the distinct attribute sets per instrument; beyond it,
+// new values are recorded under OverflowValue, so attacker-chosen tool names
+// cannot grow memory or series without bound.
+const maxAttrSets = 1000
+
+// OverflowValue replaces attribute values beyond maxAttrSets.
+const OverflowValue = "_other"
+
+func (t *Telemetry) instruments() error {
+	m := t.mp.Meter(instrumentationName)
+	var err error
+	if t.calls, err = m.Int64Counter(MetricToolCalls, metric.WithUnit("{call}"),
+		metric.WithDescription("Tool calls by tool and decision.")); err != nil {
+		return err
+	}
+	if t.callDuration, err = m.Float64Histogram(MetricToolCallDuration, metric.WithUnit("s"),
+		metric.WithDescription("Duration of tool calls by tool and decision."),
+		metric.WithExplicitBucketBoundaries(durationBuckets...)); err != nil {
+		return err
+	}
+	if t.stage, err = m.Float64Histogram(MetricStageDuration, metric.WithUnit("s"),
+		metric.WithDescription("Duration of each stage of a call (authn, policy, ratelimit, upstream, redact, audit, total)."),
+		metric.WithExplicitBucketBoundaries(durationBuckets...)); err != nil {
+		return err
+	}
+	if t.limited, err = m.Int64Counter(MetricRateLimited, metric.WithUnit("{call}"),
+		metric.WithDescription("Calls refused by a rate limit, by tool.")); err != nil {
+		return err
+	}
+	if t.redactions, err = m.Int64Counter(MetricRedactions, metric.WithUnit("{value}"),
+		metric.WithDescription("Values redacted from tool results, by kind.")); err != nil {
+		return err
+	}
+	if t.policy, err = m.Float64Histogram(MetricPolicyDuration, metric.WithUnit("s"),
+		metric.WithDescription("Time to evaluate the policy for one decision."),
+		metric.WithExplicitBucketBoundaries(durationBuckets...)); err != nil {
+		return err
+	}
+	if t.upstream, err = m.Int64Counter(MetricUpstreamStatus, metric.WithUnit("{response}"),
+		metric.WithDescription("Upstream HTTP responses by upstream and status code.")); err != nil {
+		return err
+	}
+	return nil
+}
+
+// attrCache keeps one precomputed measurement option per attribute
+// combination so the hot path does not build attribute sets.
+type attrCache[K comparable] struct {
+	mu       sync.RWMutex
+	m        map[K]metric.MeasurementOption
+	overflow metric.MeasurementOption
+}
+
+func (c *attrCache[K]) get(k K, build func(K) []attribute.KeyValue, overflow func() []attribute.KeyValue) metric.MeasurementOption {
+	c.mu.RLock()
+	opt, ok := c.m[k]
+	c.mu.RUnlock()
+	if ok {
+		return opt
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if opt, ok := c.m[k]; ok {
+		return opt
+	}
+	if len(c.m) >= maxAttrSets {
+		if c.overflow == nil {
+			c.overflow = metric.WithAttributeSet(attribute.NewSet(overflow()...))
+		}
+		return c.overflow
+	}
+	if c.m == nil {
+		c.m = make(map[K]metric.MeasurementOption)
+	}
+	opt = metric.WithAttributeSet(attribute.NewSet(build(k)...))
+	c.m[k] = opt
+	return opt
+}
+
+var (
+	keyTool     = attribute.Key("tool")
+	keyDecision = attribute.Key("decision")
+	keyStage    = attribute.Key("stage")
+	keyKind     = attribute.Key("kind")
+	keyUpstream = attribute.Key("upstream")
+	keyStatus   = attribute.Key("status")
+)
+
+// RecordCall counts one tool call with its decision (allow, deny,
+// rate_limited, error) and records its duration.
+func (t *Telemetry) RecordCall(ctx context.Context, tool, decision string, d time.Duration) {
+	if t == nil {
+		return
+	}
+	opt := t.callAttrs.get([2]string{tool, decision}, func(k [2]string) []attribute.KeyValue {
+		return []attribute.KeyValue{keyTool.String(k[0]), keyDecision.String(k[1])}
+	}, func() []attribute.KeyValue {
+		return []attribute.KeyValue{keyTool.String(OverflowValue), keyDecision.String(OverflowValue)}
+	})
+	t.calls.Add(ctx, 1, opt)
+	t.callDuration.Record(ctx, d.Seconds(), opt)
+}
+
+// RecordStage records the duration of one stage of a call (Stage…
+// constants).
+func (t *Telemetry) RecordStage(ctx context.Context, stage string, d time.Duration) {
+	if t == nil {
+		return
+	}
+	opt := t.stageAttrs.get(stage, func(k string) []attribute.KeyValue {
+		return []attribute.KeyValue{keyStage.String(k)}
+	}, func() []attribute.KeyValue { return []attribute.KeyValue{keyStage.String(OverflowValue)} })
+	t.stage.Record(ctx, d.Seconds(), opt)
+}
+
+// RecordRateLimited counts one call refused by a rate limit.
+func (t *Telemetry) RecordRateLimited(ctx context.Context, tool string) {
+	if t == nil {
+		return
+	}
+	t.limited.Add(ctx, 1, t.toolAttrs.get(tool, func(k string) []attribute.KeyValue {
+		return []attribute.KeyValue{keyTool.String(k)}
+	}, func() []attribute.KeyValue { return []attribute.KeyValue{keyTool.String(OverflowValue)} }))
+}
+
+// RecordRedactions adds the redaction counts of one result, by kind
+// (e.g. path, context, secret, credit_card). Non-positive counts are ignored.
+func (t *Telemetry) RecordRedactions(ctx context.Context, counts map[string]int) {
+	if t == nil {
+		return
+	}
+	for kind, n := range counts {
+		if n <= 0 {
+			continue
+		}
+		t.redactions.Add(ctx, int64(n), t.kindAttrs.get(kind, func(k string) []attribute.KeyValue {
+			return []attribute.KeyValue{keyKind.String(k)}
+		}, func() []attribute.KeyValue { return []attribute.KeyValue{keyKind.String(OverflowValue)} }))
+	}
+}
+
+// RecordPolicyEval records the time one policy evaluation took.
+func (t *Telemetry) RecordPolicyEval(ctx context.Context, d time.Duration) {
+	if t == nil {
+		return
+	}
+	t.policy.Record(ctx, d.Seconds())
+}
+
+// RecordUpstream counts one upstream HTTP response by upstream and status
+// code (0 when no response was received).
+func (t *Telemetry) RecordUpstream(ctx context.Context, upstream string, status int) {
+	if t == nil {
+		return
+	}
+	t.upstream.Add(ctx, 1, t.upstreamAttrs.get(upstreamKey{upstream, status}, func(k upstreamKey) []attribute.KeyValue {
+		return []attribute.KeyValue{keyUpstream.String(k.upstream), keyStatus.String(strconv.Itoa(k.status))}
+	}, func() []attribute.KeyValue {
+		return []attribute.KeyValue{keyUpstream.String(OverflowValue), keyStatus.String(OverflowValue)}
+	}))
+}
+
+// StartToolCall starts the span of one tools/call, named "tools/call <tool>",
+// with mcp.method.name, gen_ai.operation.name and gen_ai.tool.name set plus
+// attrs (identity, session, protocol…). End it; on a refused or failed call
+// set AttrHarnessDecision, AttrHarnessReason and AttrErrorType first.
+func (t *Telemetry) StartToolCall(ctx context.Context, tool string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	all := make([]attribute.KeyValue, 0, 3+len(attrs))
+	all = append(all, AttrMCPMethodName.String(MethodToolsCall), AttrGenAIOperationName.String(OperationExecuteTool),
+		AttrGenAIToolName.String(tool))
+	all = append(all, attrs...)
+	return t.Tracer().Start(ctx, MethodToolsCall+" "+tool, trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(all...))
+}
