@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/agentharness/harness/internal/config"
+	"github.com/agentharness/harness/internal/devissuer"
+	"github.com/agentharness/harness/internal/sampleapi"
+)
+
+// demoUser is a sample human of the demo.
+type demoUser struct {
+	sub, name, email string
+	roles            []string
+	tenant           string
+	what             string
+}
+
+var demoUsers = []demoUser{
+	{"alice", "Alice Support", "alice@acme.example", []string{"support"}, "acme", "support at acme: reads customers, orders and tickets of acme; writes tickets"},
+	{"bob", "Bob Admin", "bob@acme.example", []string{"admin"}, "", "admin: every tool"},
+	{"carol", "Carol Viewer", "carol@globex.example", []string{"viewer"}, "globex", "viewer at globex: reads only"},
+}
+
+// demoAgent is the client id (azp) the demo tokens name.
+const demoAgent = "demo-agent"
+
+func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("demo", "demo [--listen ADDR] [flags]", stderr)
+	listen := fs.String("listen", "127.0.0.1:8080", "address of the gateway (port 0 picks a free one)")
+	auditPath := fs.String("audit", "", "audit file (default: a new file under the system temp directory)")
+	tokenTTL := fs.Duration("token-ttl", 12*time.Hour, "life of the printed sample tokens")
+	var lf logFlags
+	lf.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (try --listen 127.0.0.1:0)", *listen, err)
+	}
+	addr := ln.Addr().String()
+	publicURL := "http://" + addr
+
+	apiURL, stopAPI, err := sampleapi.Start(ctx, "127.0.0.1:0")
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("sample API: %w", err)
+	}
+	defer stopAPI(context.Background())
+
+	iss, err := devissuer.New(devissuer.Options{})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	if err := iss.Start("127.0.0.1:0"); err != nil {
+		ln.Close()
+		return fmt.Errorf("development issuer: %w", err)
+	}
+	defer iss.Close()
+
+	if *auditPath == "" {
+		dir, err := os.MkdirTemp("", "harness-demo-")
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		*auditPath = filepath.Join(dir, "audit.log")
+	}
+	yaml := fmt.Sprintf(`listen: %q
+public_url: %q
+environment: demo
+auth:
+  issuers:
+    - issuer: %q
+      roles_claim: roles
+upstreams:
+  - name: crm
+    base_url: %q
+    openapi: %q
+audit:
+  path: %q
+`, addr, publicURL, iss.URL(), apiURL, apiURL+"/openapi.json", *auditPath)
+	cfg, err := config.Parse([]byte(yaml), func(string) (string, bool) { return "", false })
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("demo config: %w", err)
+	}
+
+	tokens := make([]string, len(demoUsers))
+	for i, u := range demoUsers {
+		claims := map[string]any{
+			"sub": u.sub, "name": u.name, "email": u.email, "roles": u.roles,
+			"aud": cfg.ResourceURL(), "azp": demoAgent,
+		}
+		if u.tenant != "" {
+			claims["tenant"] = u.tenant
+		}
+		if tokens[i], err = iss.Mint(claims, *tokenTTL); err != nil {
+			ln.Close()
+			return err
+		}
+	}
+	log.Warn("DEMO MODE: a development issuer with an ephemeral key signs the sample tokens. Not for production.")
+	return serve(ctx, cfg, log, 5*time.Second, ln, func() {
+		printDemo(stdout, cfg.ResourceURL(), apiURL, iss.URL(), *auditPath, tokens)
+	})
+}
+
+func printDemo(w io.Writer, mcpURL, apiURL, issuerURL, auditPath string, tokens []string) {
+	var b strings.Builder
+	line := strings.Repeat("─", 78)
+	fmt.Fprintf(&b, "\n%s\n Harness demo — NOT FOR PRODUCTION (development issuer, ephemeral keys)\n%s\n\n", line, line)
+	fmt.Fprintf(&b, "  MCP endpoint   %s\n  sample API     %s  (upstream \"crm\")\n  dev issuer     %s\n  audit trail    %s\n\n", mcpURL, apiURL, issuerURL, auditPath)
+	b.WriteString("Tokens for the sample users (agent \"" + demoAgent + "\"):\n\n")
+	for i, u := range demoUsers {
+		fmt.Fprintf(&b, "  %s — %s\n  export HARNESS_TOKEN_%s=%s\n\n", u.sub, u.what, strings.ToUpper(u.sub), tokens[i])
+	}
+	fmt.Fprintf(&b, "Try it:\n\n  curl -s %s -H \"Authorization: Bearer $HARNESS_TOKEN_ALICE\" \\\n", mcpURL)
+	b.WriteString("    -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \\\n")
+	b.WriteString("    -H 'Mcp-Protocol-Version: 2026-07-28' -H 'Mcp-Method: tools/list' \\\n")
+	b.WriteString(`    -d '{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}'` + "\n\n")
+	b.WriteString("Client configuration (alice's token; paste into the client's MCP settings):\n\n")
+	fmt.Fprintf(&b, "  VS Code (.vscode/mcp.json):\n%s\n", indent(mustJSON(map[string]any{
+		"servers": map[string]any{"harness": map[string]any{"type": "http", "url": mcpURL,
+			"headers": map[string]string{"Authorization": "Bearer " + tokens[0]}}}}), "    "))
+	fmt.Fprintf(&b, "  Cursor (~/.cursor/mcp.json):\n%s\n", indent(mustJSON(map[string]any{
+		"mcpServers": map[string]any{"harness": map[string]any{"url": mcpURL,
+			"headers": map[string]string{"Authorization": "Bearer " + tokens[0]}}}}), "    "))
+	fmt.Fprintf(&b, "  Claude Desktop (claude_desktop_config.json, through the mcp-remote bridge):\n%s\n", indent(mustJSON(map[string]any{
+		"mcpServers": map[string]any{"harness": map[string]any{"command": "npx",
+			"args": []string{"-y", "mcp-remote", mcpURL, "--header", "Authorization:Bearer " + tokens[0]}}}}), "    "))
+	fmt.Fprintf(&b, "Then: gateway audit show %s\n%s\n", auditPath, line)
+	_, _ = io.WriteString(w, b.String())
+}
+
+func mustJSON(v any) string {
+	out, _ := json.MarshalIndent(v, "", "  ")
+	return string(out)
+}
+
+func indent(s, pre string) string {
+	return pre + strings.ReplaceAll(s, "\n", "\n"+pre) + "\n"
+}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/agentharness/harness/internal/config"
+)
+
+// logFlags are the logging flags every long-running command takes.
+type logFlags struct {
+	format string
+	level  string
+}
+
+func (l *logFlags) register(fs interface {
+	StringVar(*string, string, string, string)
+}) {
+	fs.StringVar(&l.format, "log-format", "text", "log format: text or json")
+	fs.StringVar(&l.level, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(l.level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", l.level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch l.format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format %q: use text or json", l.format)
+	}
+}
+
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("serve", "serve --config FILE [flags]", stderr)
+	cfgPath := fs.String("config", "", "configuration file (YAML); required")
+	grace := fs.Duration("shutdown-grace", 30*time.Second, "how long in-flight calls may finish after SIGTERM")
+	var lf logFlags
+	lf.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *cfgPath == "" {
+		fmt.Fprintln(stderr, "gateway serve: --config FILE is required")
+		fs.Usage()
+		return errUsage
+	}
+	log, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return fmt.Errorf("%s: %w", *cfgPath, err)
+	}
+	return serve(ctx, cfg, log, *grace, nil, nil)
+}
+
+// serve runs a gateway for cfg until ctx ends, on ln (nil: listen on
+// cfg.Listen). ready, if set, is called once requests are accepted.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, grace time.Duration, ln net.Listener, ready func()) error {
+	start := time.Now()
+	log.Info("starting Harness", "version", version, "environment", cfg.Environment, "public_url", cfg.PublicURL)
+	app, err := build(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer app.close(context.Background())
+
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+		}
+	}
+	for _, is := range cfg.Auth.Issuers {
+		log.Info("trusting identity provider", "issuer", is.Issuer, "audiences", strings.Join(is.Audiences, ","), "roles_claim", is.RolesClaim)
+	}
+
+	bg, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if cfg.Policy.Dir != "" {
+		go func() {
+			if err := app.policy.Watch(bg); err != nil && bg.Err() == nil {
+				log.Error("policy watcher stopped", "err", err)
+			}
+		}()
+	}
+	go reloadOnSIGHUP(bg, app, log)
+	go refreshLoop(bg, app, log)
+
+	log.Info("ready", "mcp", cfg.ResourceURL(), "listen", ln.Addr().String(), "startup", time.Since(start).Round(time.Millisecond))
+	if ready != nil {
+		ready()
+	}
+	err = app.srv.Serve(ctx, ln, grace)
+	log.Info("stopped")
+	return err
+}
+
+// reloadOnSIGHUP reloads the policy and refreshes the tool catalogue.
+func reloadOnSIGHUP(ctx context.Context, app *gatewayApp, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			log.Info("SIGHUP: reloading policy and tools")
+			if err := app.policy.Reload(ctx); err != nil {
+				log.Error("policy reload failed; the last good policy stays", "err", err)
+			}
+			if err := app.srv.RefreshTools(ctx); err != nil {
+				log.Error("tool refresh incomplete", "err", err)
+			}
+		}
+	}
+}
+
+// refreshLoop retries broken upstream documents until they load, then
+// refreshes every catalogRefresh.
+func refreshLoop(ctx context.Context, app *gatewayApp, log *slog.Logger) {
+	const catalogRefresh = 5 * time.Minute
+	retry := 5 * time.Second
+	for {
+		wait := catalogRefresh
+		if app.srv.ToolsBroken() {
+			wait = retry
+			if retry < time.Minute {
+				retry *= 2
+			}
+		} else {
+			retry = 5 * time.Second
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if err := app.srv.RefreshTools(ctx); err != nil {
+			log.Warn("tool refresh incomplete", "err", err)
+		}
+	}
+}
+
+func parseURL(s string) (*url.URL, error) { return url.Parse(s) }

@@ -1,0 +1,107 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/agentharness/harness/internal/authn"
+	"github.com/agentharness/harness/internal/telemetry"
+)
+
+// Authenticator turns a bearer token into a Principal.
+type Authenticator interface {
+	Authenticate(ctx context.Context, raw string) (*authn.Principal, error)
+	Ready(ctx context.Context) error
+}
+
+func principalFrom(ctx context.Context) *authn.Principal {
+	p, _ := ctx.Value(principalKey).(*authn.Principal)
+	return p
+}
+
+// tokenKeyFrom is a hash of the caller's token: the cache key for what one
+// credential may see. The token itself is never kept.
+func tokenKeyFrom(ctx context.Context) string {
+	k, _ := ctx.Value(tokenHashKey).(string)
+	return k
+}
+
+// metadataURL is the RFC 9728 document for the /mcp resource.
+func (s *Server) metadataURL() string {
+	return s.cfg.PublicURL + "/.well-known/oauth-protected-resource/mcp"
+}
+
+// challenge answers 401 with the RFC 9728 pointer. invalid is true when a
+// token was presented and refused; desc is a safe description.
+func (s *Server) challenge(w http.ResponseWriter, r *http.Request, invalid bool, desc string) {
+	v := fmt.Sprintf(`Bearer resource_metadata=%q`, s.metadataURL())
+	if invalid {
+		v += fmt.Sprintf(`, error="invalid_token", error_description=%q`, sanitizeHeader(desc))
+	}
+	w.Header().Set("WWW-Authenticate", v)
+	msg := "a bearer token is required"
+	if invalid {
+		msg = "invalid token: " + desc
+	}
+	writeError(w, r, http.StatusUnauthorized, msg)
+}
+
+func sanitizeHeader(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == '"' || r == '\\' {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}
+
+// authenticate verifies the bearer token on every request to /mcp, in both
+// protocol eras. Nothing past it runs without a Principal.
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		raw, ok := bearer(r)
+		if !ok {
+			s.challenge(w, r, false, "")
+			return
+		}
+		ctx := r.Context()
+		actx, end := s.stage(ctx, telemetry.StageAuthn)
+		p, err := s.authn.Authenticate(actx, raw)
+		if err == nil {
+			err = s.checkRevoked(actx, p)
+		}
+		end()
+		if err != nil {
+			if errors.Is(err, authn.ErrUnavailable) {
+				s.log.WarnContext(ctx, "token refused: verification unavailable", "err", err, "request_id", RequestID(ctx))
+				w.Header().Set("Retry-After", "5")
+				writeError(w, r, http.StatusServiceUnavailable, "the token cannot be verified right now (identity provider or revocation store unreachable); try again shortly")
+				return
+			}
+			s.log.InfoContext(ctx, "token refused", "reason", err.Error(), "request_id", RequestID(ctx))
+			s.challenge(w, r, true, safeReason(err))
+			return
+		}
+		sum := sha256.Sum256([]byte(raw))
+		ctx = context.WithValue(ctx, principalKey, p)
+		ctx = context.WithValue(ctx, tokenHashKey, hex.EncodeToString(sum[:16]))
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// safeReason is the part of a verification error a caller may see. authn
+// errors never contain the token; the prefix is dropped for brevity.
+func safeReason(err error) string {
+	msg := err.Error()
+	msg = strings.TrimPrefix(msg, authn.ErrInvalidToken.Error()+": ")
+	return msg
+}

@@ -1,0 +1,128 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/agentharness/harness/delegation"
+	"github.com/agentharness/harness/internal/authn"
+)
+
+// Asserter signs the identity assertion an upstream receives.
+type Asserter interface {
+	Assert(ctx context.Context, a delegation.Assertion) (string, error)
+}
+
+// attachIdentity sets Authorization on the upstream request to a short-lived
+// assertion signed by the gateway naming the human and the agent. The
+// agent's own token is never forwarded.
+func (s *Server) attachIdentity(ctx context.Context, h http.Header, p *authn.Principal, upstream string) error {
+	if s.identity == nil {
+		return nil
+	}
+	a := delegation.Assertion{
+		Issuer:   s.cfg.PublicURL,
+		Audience: upstream,
+		Subject:  p.Subject,
+		Actor:    p.Agent,
+		Roles:    p.Roles,
+		Email:    p.Email,
+		Name:     p.Name,
+	}
+	if d := p.Delegation; d != nil {
+		a.DelegationID, a.Scopes = d.ID, d.Scopes
+		a.Actors = d.Actors // prior actors; p.Agent is the current one
+	}
+	tok, err := s.identity.Assert(ctx, a)
+	if err != nil {
+		return err
+	}
+	h.Set("Authorization", "Bearer "+tok)
+	return nil
+}
+
+func scopeAllows(scopes []string, tool string) bool {
+	return delegation.ScopeAllows(scopes, tool)
+}
+
+// Revocations records revoked delegations, shared by every replica.
+type Revocations interface {
+	IsRevoked(ctx context.Context, id string) (bool, error)
+}
+
+// errRevoked is the safe reason given for a revoked delegation.
+var errRevoked = errors.New("the delegation was revoked")
+
+// checkRevoked refuses a delegation that was revoked, or narrowed from one
+// that was. It runs on every request, after the token cache: a revocation
+// takes effect at once. A store failure refuses too (fail closed).
+func (s *Server) checkRevoked(ctx context.Context, p *authn.Principal) error {
+	d := p.Delegation
+	if d == nil {
+		return nil
+	}
+	if s.revoked == nil {
+		return errors.New("delegation tokens are not accepted: no revocation store")
+	}
+	ids := append(delegationChain(p), d.ID)
+	for _, id := range ids {
+		r, err := s.revoked.IsRevoked(ctx, id)
+		if err != nil {
+			return fmt.Errorf("%w: revocation store: %w", authn.ErrUnavailable, err)
+		}
+		if r {
+			return errRevoked
+		}
+	}
+	return nil
+}
+
+// delegationChain is the ids of the grants p's delegation was narrowed from.
+func delegationChain(p *authn.Principal) []string {
+	raw, _ := p.Claims["delegation_chain"].([]any)
+	out := make([]string, 0, len(raw))
+	for _, v := range raw {
+		if s, ok := v.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// humanIssuer is the identity provider that vouched for the human: for a
+// delegation token, the original issuer it records.
+func humanIssuer(p *authn.Principal) string {
+	if p.Delegation != nil {
+		if iss, ok := p.Claims["sub_iss"].(string); ok && iss != "" {
+			return iss
+		}
+	}
+	return p.Issuer
+}
+
+// VerifyToken implements delegation.TokenVerifier for token exchange: the
+// same verification as /mcp (trusted issuers, our own delegation tokens,
+// revocation).
+func (s *Server) VerifyToken(ctx context.Context, raw string) (*delegation.Subject, error) {
+	p, err := s.authn.Authenticate(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.checkRevoked(ctx, p); err != nil {
+		return nil, err
+	}
+	sub := &delegation.Subject{
+		Issuer: humanIssuer(p), Subject: p.Subject, Email: p.Email, Name: p.Name,
+		Roles: p.Roles, Agent: p.Agent, Claims: p.Claims,
+	}
+	if d := p.Delegation; d != nil {
+		sub.Delegation = &delegation.Grant{
+			ID: d.ID, Scopes: d.Scopes, ExpiresAt: d.ExpiresAt,
+			Actors: append([]string{p.Agent}, d.Actors...),
+			Chain:  delegationChain(p),
+		}
+	}
+	return sub, nil
+}

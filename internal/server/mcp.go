@@ -1,0 +1,190 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	mcpserver "github.com/mark3labs/mcp-go/server"
+
+	"github.com/agentharness/harness/internal/authn"
+	"github.com/agentharness/harness/policy"
+	"github.com/agentharness/harness/tools"
+)
+
+// newMCP builds the mcp-go server and its streamable HTTP transport, which
+// serves both protocol eras on one endpoint: the stateless 2026-07-28
+// revision and the session-based 2025-03-26…2025-11-25 revisions, whose
+// sessions this server binds to principals (session.go).
+func (s *Server) newMCP() http.Handler {
+	hooks := &mcpserver.Hooks{}
+	hooks.AddAfterListTools(s.filterList)
+	s.mcp = mcpserver.NewMCPServer("harness", s.version,
+		mcpserver.WithToolCapabilities(true),
+		mcpserver.WithRecovery(),
+		mcpserver.WithHooks(hooks),
+		mcpserver.WithInstructions("Harness exposes your organisation's internal APIs as tools. Every call is made on behalf of the signed-in human, decided by policy, rate limited and audited."),
+	)
+	opts := []mcpserver.StreamableHTTPOption{
+		mcpserver.WithEndpointPath("/mcp"),
+		mcpserver.WithSessionIdManagerResolver(s),
+		mcpserver.WithStreamableHTTPLogger(s.log.With("component", "mcp")),
+	}
+	// DNS-rebinding protection (a loopback listener refuses a foreign Host)
+	// stays on unless the public URL says a proxy fronts the gateway.
+	if u, err := url.Parse(s.cfg.PublicURL); err == nil && !isLoopbackHost(u.Hostname()) {
+		opts = append(opts, mcpserver.WithDisableLocalhostProtection(true))
+	}
+	return mcpserver.NewStreamableHTTPServer(s.mcp, opts...)
+}
+
+// syncTools registers the catalogue's current tools with mcp-go; it runs at
+// start and whenever a refresh changes the catalogue.
+func (s *Server) syncTools() {
+	v := s.catalog.Version()
+	s.toolsMu.Lock()
+	defer s.toolsMu.Unlock()
+	if s.toolsVersion == v && s.policyTools != nil {
+		return
+	}
+	all := s.catalog.Tools()
+	st := make([]mcpserver.ServerTool, 0, len(all))
+	pt := make([]policy.Tool, 0, len(all))
+	for _, t := range all {
+		st = append(st, mcpserver.ServerTool{Tool: mcpTool(t), Handler: s.callTool})
+		pt = append(pt, policyTool(t))
+	}
+	s.mcp.SetTools(st...)
+	s.policyTools = pt
+	s.toolsVersion = v
+}
+
+func mcpTool(t *tools.Tool) mcp.Tool {
+	mt := mcp.NewToolWithRawSchema(t.Name, t.Description, json.RawMessage(t.InputSchema))
+	ro, de, id, open := t.ReadOnly, t.Destructive, t.Idempotent, false
+	mt.Annotations = mcp.ToolAnnotation{ReadOnlyHint: &ro, DestructiveHint: &de, IdempotentHint: &id, OpenWorldHint: &open}
+	return mt
+}
+
+func policyTool(t *tools.Tool) policy.Tool {
+	return policy.Tool{Name: t.Name, Upstream: t.Upstream, Operation: t.Operation, Method: t.Method, Path: t.Path, Tags: t.Tags}
+}
+
+// input builds the policy input for p; the caller fills tool and arguments.
+func (s *Server) input(ctx context.Context, p *authn.Principal, action string) *policy.Input {
+	in := &policy.Input{
+		Action: action,
+		Subject: policy.Subject{
+			Iss: humanIssuer(p), Sub: p.Subject, Email: p.Email, Name: p.Name,
+			Roles: p.Roles, Claims: p.Claims,
+		},
+		Agent:       policy.Agent{ID: p.Agent, SessionID: sessionFrom(ctx)},
+		Environment: s.cfg.Environment,
+		Time:        time.Now().UTC().Format(time.RFC3339),
+	}
+	if d := p.Delegation; d != nil {
+		in.Delegation = &policy.Delegation{ID: d.ID, Scopes: d.Scopes, ExpiresAt: d.ExpiresAt.UTC().Format(time.RFC3339)}
+	}
+	return in
+}
+
+func sessionFrom(ctx context.Context) string {
+	id, _ := ctx.Value(sessionKey).(string)
+	return id
+}
+
+// filterList hides every tool the policy does not list for this principal
+// (and, for a delegation, every tool outside its scopes).
+func (s *Server) filterList(ctx context.Context, _ any, _ *mcp.ListToolsRequest, res *mcp.ListToolsResult) {
+	if res == nil {
+		return
+	}
+	p := principalFrom(ctx)
+	if p == nil {
+		res.Tools = nil
+		return
+	}
+	vis := s.visible(ctx, p)
+	kept := res.Tools[:0]
+	for _, t := range res.Tools {
+		if vis[t.Name] {
+			kept = append(kept, t)
+		}
+	}
+	res.Tools = kept
+}
+
+// visibleCache remembers, per credential, policy revision and catalogue
+// version, which tools are listed. Entries live at most visibleTTL, so
+// time-dependent policies stay fresh.
+type visibleCache struct {
+	mu sync.Mutex
+	m  map[string]visibleEntry
+}
+
+type visibleEntry struct {
+	names   map[string]bool
+	expires time.Time
+}
+
+const (
+	visibleTTL      = 30 * time.Second
+	visibleCacheMax = 10000
+)
+
+func (c *visibleCache) get(key string, now time.Time) (map[string]bool, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[key]
+	if !ok || now.After(e.expires) {
+		return nil, false
+	}
+	return e.names, true
+}
+
+func (c *visibleCache) put(key string, names map[string]bool, expires time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= visibleCacheMax {
+		c.m = make(map[string]visibleEntry) // bounded: start over rather than grow
+	}
+	c.m[key] = visibleEntry{names: names, expires: expires}
+}
+
+// visible returns the tools p may see: those the policy allows for
+// action "list", narrowed to the delegation's scopes. A policy failure shows
+// nothing (fail closed) and is not cached.
+func (s *Server) visible(ctx context.Context, p *authn.Principal) map[string]bool {
+	s.syncTools()
+	s.toolsMu.RLock()
+	pt, ver := s.policyTools, s.toolsVersion
+	s.toolsMu.RUnlock()
+	now := time.Now()
+	key := tokenKeyFrom(ctx) + "|" + s.policy.Revision() + "|" + itoa(ver) + "|" + sessionFrom(ctx)
+	if names, ok := s.visCache.get(key, now); ok {
+		return names
+	}
+	in := s.input(ctx, p, policy.ActionList)
+	allowed, err := s.policy.Allowed(ctx, in, pt)
+	if err != nil {
+		s.log.ErrorContext(ctx, "policy failed to filter tools/list: listing nothing", "err", err, "subject", p.Subject)
+		return map[string]bool{}
+	}
+	if d := p.Delegation; d != nil {
+		for name := range allowed {
+			if !scopeAllows(d.Scopes, name) {
+				delete(allowed, name)
+			}
+		}
+	}
+	exp := now.Add(visibleTTL)
+	if !p.ExpiresAt.IsZero() && p.ExpiresAt.Before(exp) {
+		exp = p.ExpiresAt
+	}
+	s.visCache.put(key, allowed, exp)
+	return allowed
+}

@@ -1,0 +1,307 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	mcpserver "github.com/mark3labs/mcp-go/server"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/agentharness/harness/internal/audit"
+	"github.com/agentharness/harness/internal/authn"
+	"github.com/agentharness/harness/internal/ratelimit"
+	"github.com/agentharness/harness/internal/redact"
+	"github.com/agentharness/harness/internal/telemetry"
+	"github.com/agentharness/harness/policy"
+	"github.com/agentharness/harness/tools"
+)
+
+// Decision values of the audit record.
+const (
+	decAllow       = "allow"
+	decDeny        = "deny"
+	decRateLimited = "rate_limited"
+	decError       = "error"
+)
+
+// call is the state of one tools/call as it moves through the pipeline.
+type call struct {
+	start time.Time
+	p     *authn.Principal
+	rec   audit.Record
+	span  trace.Span
+}
+
+// callTool is the pipeline of one tool call (steps 3–8 of ARCHITECTURE.md):
+// find the tool, decide, limit, invoke with an identity assertion, redact,
+// record. Every outcome, allowed or not, leaves one audit record; every
+// refusal before invoke keeps the upstream untouched.
+func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	c := &call{start: time.Now(), p: principalFrom(ctx)}
+	name := req.Params.Name
+	c.rec = audit.Record{
+		Action:      policy.ActionCall,
+		Tool:        name,
+		Environment: s.cfg.Environment,
+		Session:     sessionFrom(ctx),
+	}
+	if info := mcpserver.RequestProtocolInfoFromContext(ctx); info != nil {
+		c.rec.Protocol = info.ProtocolVersion
+	}
+	ctx = s.startCall(ctx, c)
+	if c.p == nil { // cannot happen behind authenticate; refuse anyway
+		return s.finish(ctx, c, decDeny, "no authenticated principal", mcp.NewToolResultError("denied: no authenticated principal"))
+	}
+	p := c.p
+	c.rec.Subject, c.rec.Issuer, c.rec.Agent = p.Subject, humanIssuer(p), p.Agent
+	if p.Delegation != nil {
+		c.rec.Delegation = p.Delegation.ID
+	}
+
+	tool, up, ok := s.catalog.Lookup(name)
+	if !ok {
+		return s.deny(ctx, c, fmt.Sprintf("no tool named %q", name))
+	}
+	c.rec.Upstream = up.Name
+	args := req.GetArguments()
+	if args == nil {
+		args = map[string]any{}
+	}
+
+	// 4 decide.
+	in := s.input(ctx, p, policy.ActionCall)
+	in.Tool = policyTool(tool)
+	in.Arguments = args
+	if found := redact.Scan(args, s.cfg.Redaction.Detectors); len(found) > 0 {
+		in.Detections = found
+	}
+	pctx, end := s.stage(ctx, telemetry.StagePolicy)
+	policyStart := time.Now()
+	dec, err := s.policy.Decide(pctx, in)
+	if s.tel != nil {
+		s.tel.RecordPolicyEval(pctx, time.Since(policyStart))
+	}
+	end()
+	c.rec.PolicyDecisionID, c.rec.PolicyRevision = dec.ID, dec.Revision
+	if err != nil {
+		s.log.ErrorContext(ctx, "policy evaluation failed: call denied", "err", err, "tool", name, "subject", p.Subject)
+		return s.deny(ctx, c, "the policy could not decide this call")
+	}
+	if !dec.Allow {
+		return s.deny(ctx, c, orDefault(dec.Reason, "the policy does not allow this call"))
+	}
+	if d := p.Delegation; d != nil && !scopeAllows(d.Scopes, name) {
+		return s.deny(ctx, c, fmt.Sprintf("delegation %s does not include %s", d.ID, name))
+	}
+	if !s.visible(ctx, p)[name] {
+		return s.deny(ctx, c, "the policy does not list this tool for you")
+	}
+
+	// The redaction rules are checked before the upstream is called: a
+	// decision the gateway cannot apply must not release data.
+	red, err := redact.Compile(redact.Rules{Paths: dec.Redact, Context: dec.Context, Detectors: s.detectors(dec)})
+	if err != nil {
+		s.log.ErrorContext(ctx, "policy decision has unusable redaction rules: call refused", "err", err, "tool", name)
+		return s.fail(ctx, c, "the policy decision's redaction rules are invalid")
+	}
+
+	// 5 limit.
+	lim := s.limitFor(p, name, dec.RateLimit)
+	lctx, end := s.stage(ctx, telemetry.StageRateLimit)
+	res, err := s.limiter.Allow(lctx, []ratelimit.Limit{lim})
+	end()
+	switch {
+	case errors.Is(err, ratelimit.ErrInvalidLimit):
+		s.log.ErrorContext(ctx, "rate limit from the policy decision is invalid: call refused", "err", err)
+		return s.fail(ctx, c, "the policy decision's rate limit is invalid")
+	case err != nil && s.cfg.RateLimit.OnError != "allow":
+		s.log.ErrorContext(ctx, "rate limiter unavailable: call refused", "err", err)
+		return s.fail(ctx, c, "the rate limiter is unavailable, so calls are refused")
+	case err != nil:
+		s.log.WarnContext(ctx, "rate limiter unavailable: call allowed by ratelimit.on_error", "err", err)
+	case !res.Allowed:
+		retry := res.RetryAfter.Round(time.Millisecond)
+		msg := fmt.Sprintf("rate limited: %d requests per %s for %s; retry after %s", lim.Requests, lim.Per, name, retry)
+		c.rec.Reason = msg
+		return s.finish(ctx, c, decRateLimited, msg, mcp.NewToolResultError(msg))
+	}
+
+	// Refuse rather than act unrecorded when the audit trail is failing.
+	if err := s.auditHealthy(); err != nil && s.cfg.Audit.OnError != "allow" {
+		return s.fail(ctx, c, "the audit trail cannot be written, so calls are refused")
+	}
+
+	// 6 invoke, with the gateway's assertion of who is calling.
+	hdr := http.Header{}
+	if err := s.attachIdentity(ctx, hdr, p, up.Name); err != nil {
+		s.log.ErrorContext(ctx, "cannot sign the upstream identity assertion", "err", err)
+		return s.fail(ctx, c, "the gateway could not sign the identity assertion")
+	}
+	uctx, end := s.stage(ctx, telemetry.StageUpstream)
+	resp, err := tools.Invoke(uctx, s.client, up, tool, args, hdr)
+	end()
+	if err != nil {
+		if errors.Is(err, tools.ErrInvalidArguments) {
+			return s.finish(ctx, c, decError, "invalid arguments", mcp.NewToolResultError(err.Error()))
+		}
+		s.log.WarnContext(ctx, "upstream call failed", "err", err, "tool", name)
+		return s.fail(ctx, c, fmt.Sprintf("upstream %s failed: %s", up.Name, upstreamReason(err)))
+	}
+	c.rec.Status = resp.Status
+
+	// 7 redact.
+	_, end = s.stage(ctx, telemetry.StageRedact)
+	result, rep := render(red, resp)
+	end()
+	c.rec.Redactions = rep.Total()
+	if len(rep.Counts) > 0 {
+		c.rec.RedactionKinds = rep.Counts
+	}
+	reason := orDefault(dec.Reason, "allowed by policy")
+	if resp.Status >= 400 {
+		return s.finish(ctx, c, decAllow, fmt.Sprintf("%s; upstream answered %d", reason, resp.Status), result)
+	}
+	return s.finish(ctx, c, decAllow, reason, result)
+}
+
+func (s *Server) deny(ctx context.Context, c *call, reason string) (*mcp.CallToolResult, error) {
+	return s.finish(ctx, c, decDeny, reason, mcp.NewToolResultError("denied: "+reason))
+}
+
+func (s *Server) fail(ctx context.Context, c *call, reason string) (*mcp.CallToolResult, error) {
+	return s.finish(ctx, c, decError, reason, mcp.NewToolResultError("error: "+reason))
+}
+
+// finish writes the audit record (step 8) and returns the result. When the
+// record cannot be written and audit.on_error is deny, the result is
+// withheld: no access goes unrecorded.
+func (s *Server) finish(ctx context.Context, c *call, decision, reason string, res *mcp.CallToolResult) (*mcp.CallToolResult, error) {
+	c.rec.Decision, c.rec.Reason = decision, reason
+	d := time.Since(c.start)
+	c.rec.DurationMS = float64(d.Microseconds()) / 1000
+	actx, end := s.stage(ctx, telemetry.StageAudit)
+	err := s.audit.Write(actx, &c.rec)
+	end()
+	if err != nil {
+		s.setAuditErr(err)
+		s.log.ErrorContext(ctx, "audit record not written", "err", err, "tool", c.rec.Tool, "decision", decision)
+		if s.cfg.Audit.OnError != "allow" {
+			return mcp.NewToolResultError("error: the call could not be recorded in the audit trail, so its result is withheld"), nil
+		}
+	} else {
+		s.setAuditErr(nil)
+	}
+	s.endCall(ctx, c, decision, d)
+	return res, nil
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// upstreamReason is what the agent learns of a transport failure.
+func upstreamReason(err error) string {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timed out"
+	case errors.Is(err, tools.ErrTooLarge):
+		return "the response is larger than the gateway accepts"
+	default:
+		return "unreachable"
+	}
+}
+
+// detectors is the detector set for one call: the decision's when it names
+// one, else the configured set.
+func (s *Server) detectors(dec policy.Decision) []string {
+	if dec.Detectors != nil {
+		return dec.Detectors
+	}
+	return s.cfg.Redaction.Detectors
+}
+
+// limitFor is the bucket of one call: per subject, agent and tool unless
+// the decision names a key. The hash tag keeps one call's keys in one Redis
+// Cluster slot.
+func (s *Server) limitFor(p *authn.Principal, tool string, rl *policy.RateLimit) ratelimit.Limit {
+	lim := ratelimit.Limit{Requests: s.cfg.RateLimit.Default.Requests, Per: s.cfg.RateLimit.Default.Per.D()}
+	key := ""
+	if rl != nil {
+		if rl.Requests > 0 && rl.Per > 0 {
+			lim.Requests, lim.Per = rl.Requests, rl.Per
+		}
+		key = rl.Key
+	}
+	if key == "" {
+		lim.Key = ratelimit.Key(p.Issuer+"|"+p.Subject+"|"+p.Agent, tool)
+	} else {
+		lim.Key = ratelimit.Key("policy:" + key)
+	}
+	return lim
+}
+
+// render turns an upstream response into an MCP result, redacted. JSON is
+// parsed once; the same redacted bytes become the text content and the
+// structured content.
+func render(red *redact.Redactor, resp *tools.Response) (*mcp.CallToolResult, redact.Report) {
+	if len(resp.Body) > 0 && !redact.IsText(resp.ContentType, resp.Body) {
+		return mcp.NewToolResultError(fmt.Sprintf("error: the upstream answered with binary content (%s), which is not passed to agents", resp.ContentType)), redact.Report{}
+	}
+	isErr := resp.Status >= 400
+	prefix := ""
+	if isErr {
+		prefix = fmt.Sprintf("upstream returned %d %s: ", resp.Status, http.StatusText(resp.Status))
+	}
+	if isJSON(resp.ContentType) && len(resp.Body) > 0 {
+		out, rep, err := red.JSON(resp.Body)
+		if err == nil {
+			if rep.ContextEmpty {
+				return mcp.NewToolResultError("no record in your context: the result belongs to a context you may not see"), rep
+			}
+			res := &mcp.CallToolResult{Content: []mcp.Content{mcp.NewTextContent(prefix + string(out))}, IsError: isErr}
+			if !isErr {
+				res.StructuredContent = structured(out)
+			}
+			return res, rep
+		}
+	}
+	text, rep := red.Text(string(resp.Body))
+	return &mcp.CallToolResult{Content: []mcp.Content{mcp.NewTextContent(prefix + text)}, IsError: isErr}, rep
+}
+
+// structured is the structuredContent for a JSON result: objects as they
+// are, anything else wrapped as {"result": …} (MCP wants an object).
+func structured(out []byte) json.RawMessage {
+	for _, b := range out {
+		switch b {
+		case ' ', '\t', '\r', '\n':
+			continue
+		case '{':
+			return json.RawMessage(out)
+		}
+		break
+	}
+	wrapped := make([]byte, 0, len(out)+12)
+	wrapped = append(wrapped, `{"result":`...)
+	wrapped = append(wrapped, out...)
+	return append(wrapped, '}')
+}
+
+func isJSON(ct string) bool {
+	ct = strings.ToLower(ct)
+	mt, _, _ := strings.Cut(ct, ";")
+	mt = strings.TrimSpace(mt)
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
+}
+
+func itoa(v uint64) string { return strconv.FormatUint(v, 10) }

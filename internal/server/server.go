@@ -1,0 +1,278 @@
+// Package server composes the gateway: HTTP routes, the middleware chain,
+// the MCP endpoint (mcp-go) and the per-call pipeline. It is the one package
+// that knows every piece; the pieces do not know each other.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mcpserver "github.com/mark3labs/mcp-go/server"
+
+	"github.com/agentharness/harness/internal/audit"
+	"github.com/agentharness/harness/internal/config"
+	"github.com/agentharness/harness/internal/ratelimit"
+	"github.com/agentharness/harness/policy"
+	"github.com/agentharness/harness/tools"
+)
+
+// Catalog is the tool catalogue the server serves.
+type Catalog interface {
+	Tools() []*tools.Tool
+	Lookup(name string) (*tools.Tool, *tools.Upstream, bool)
+	Version() uint64
+	Status() map[string]error
+	Refresh(ctx context.Context) error
+}
+
+// Decider is the policy engine.
+type Decider interface {
+	Decide(ctx context.Context, in *policy.Input) (policy.Decision, error)
+	Allowed(ctx context.Context, in *policy.Input, tools []policy.Tool) (map[string]bool, error)
+	Revision() string
+	Stale() error
+}
+
+// AuditLog receives one record per call.
+type AuditLog interface {
+	Write(ctx context.Context, r *audit.Record) error
+}
+
+// Options are the parts the server composes. cmd/gateway builds them from
+// the configuration; tests build them directly.
+type Options struct {
+	Config  *config.Config
+	Logger  *slog.Logger
+	Version string
+
+	Authn    Authenticator
+	Catalog  Catalog
+	Policy   Decider
+	Limiter  ratelimit.Limiter
+	Sessions SessionStore
+	Audit    AuditLog
+	// Client calls the upstreams.
+	Client *http.Client
+	// Ready checks extra dependencies for /readyz (Redis…), by name.
+	Ready map[string]func(context.Context) error
+	// Extra routes (JWKS, token exchange, metrics…) mounted as given.
+	Routes map[string]http.Handler
+	// Identity signs upstream identity assertions; nil sends none.
+	Identity Asserter
+	// Telemetry receives traces and metrics; nil records nothing.
+	Telemetry Telemetry
+	// WrapMCP, if set, wraps the /mcp handler outermost (the HTTP server
+	// span of OpenTelemetry).
+	WrapMCP func(http.Handler) http.Handler
+	// Revocations answers whether a delegation was revoked; required when
+	// delegation tokens are accepted.
+	Revocations Revocations
+}
+
+// Server is the gateway's HTTP server.
+type Server struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	version  string
+	authn    Authenticator
+	catalog  Catalog
+	policy   Decider
+	limiter  ratelimit.Limiter
+	sessions SessionStore
+	audit    AuditLog
+	client   *http.Client
+	ready    map[string]func(context.Context) error
+	identity Asserter
+	tel      Telemetry
+	revoked  Revocations
+
+	mcp          *mcpserver.MCPServer
+	handler      http.Handler
+	toolsMu      sync.RWMutex
+	toolsVersion uint64
+	policyTools  []policy.Tool
+	visCache     visibleCache
+	auditErr     atomic.Pointer[error]
+}
+
+// New builds the server. It does no network work.
+func New(o Options) (*Server, error) {
+	switch {
+	case o.Config == nil:
+		return nil, errors.New("server: no config")
+	case o.Authn == nil, o.Catalog == nil, o.Policy == nil, o.Limiter == nil, o.Sessions == nil, o.Audit == nil:
+		return nil, errors.New("server: authn, catalog, policy, limiter, sessions and audit are all required")
+	}
+	s := &Server{
+		cfg: o.Config, log: o.Logger, version: o.Version,
+		authn: o.Authn, catalog: o.Catalog, policy: o.Policy, limiter: o.Limiter,
+		sessions: o.Sessions, audit: o.Audit, client: o.Client, ready: o.Ready,
+		identity: o.Identity, tel: o.Telemetry, revoked: o.Revocations,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.client == nil {
+		s.client = &http.Client{}
+	}
+	if s.version == "" {
+		s.version = "dev"
+	}
+	mcpHandler := s.newMCP()
+	s.syncTools()
+
+	mux := http.NewServeMux()
+	mcpChain := chain(mcpHandler, s.recoverer, requestID, s.accessLog, limitBody, s.authenticate, s.bindSession)
+	if o.WrapMCP != nil {
+		mcpChain = o.WrapMCP(mcpChain)
+	}
+	mux.Handle("/mcp", mcpChain)
+	prm := s.protectedResourceMetadata()
+	mux.Handle("GET /.well-known/oauth-protected-resource", prm)
+	mux.Handle("GET /.well-known/oauth-protected-resource/mcp", prm)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintln(w, `{"status":"ok"}`)
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	for pattern, h := range o.Routes {
+		mux.Handle(pattern, chain(h, s.recoverer, requestID, limitBody))
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, r, http.StatusNotFound, "not found: the MCP endpoint is /mcp")
+	})
+	s.handler = mux
+	return s, nil
+}
+
+// Handler is the gateway's root handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+func (s *Server) protectedResourceMetadata() http.Handler {
+	return mcpserver.NewProtectedResourceMetadataHandler(mcpserver.ProtectedResourceMetadataConfig{
+		Resource:               s.cfg.ResourceURL(),
+		AuthorizationServers:   s.authorizationServers(),
+		BearerMethodsSupported: []string{"header"},
+		ResourceName:           "Harness MCP gateway",
+	})
+}
+
+func (s *Server) authorizationServers() []string {
+	out := make([]string, 0, len(s.cfg.Auth.Issuers))
+	for _, is := range s.cfg.Auth.Issuers {
+		out = append(out, is.Issuer)
+	}
+	return out
+}
+
+// readyz answers 200 only when every dependency a call needs is usable:
+// identity providers, upstream documents, policy freshness, the audit trail
+// and whatever Options.Ready names (Redis). The body says what is wrong.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	checks := map[string]string{}
+	ok := true
+	set := func(name string, err error) {
+		if err != nil {
+			checks[name] = err.Error()
+			ok = false
+		} else {
+			checks[name] = "ok"
+		}
+	}
+	set("identity_providers", s.authn.Ready(ctx))
+	for name, err := range s.catalog.Status() {
+		set("upstream:"+name, err)
+	}
+	set("policy", s.policy.Stale())
+	set("audit", s.auditHealthy())
+	for name, f := range s.ready {
+		set(name, f(ctx))
+	}
+	status := http.StatusOK
+	if !ok {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, map[string]any{"ready": ok, "checks": checks})
+}
+
+func (s *Server) auditHealthy() error {
+	if p := s.auditErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (s *Server) setAuditErr(err error) {
+	if err == nil {
+		if s.auditErr.Load() != nil {
+			s.auditErr.Store(nil)
+		}
+		return
+	}
+	s.auditErr.Store(&err)
+}
+
+// RefreshTools reloads every upstream's document and re-registers the
+// tools; in-flight calls keep the tools they started with.
+func (s *Server) RefreshTools(ctx context.Context) error {
+	err := s.catalog.Refresh(ctx)
+	s.syncTools()
+	return err
+}
+
+// Serve serves on ln until ctx ends, then shuts down gracefully: it stops
+// accepting, lets in-flight calls finish (up to grace), and returns.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down: finishing in-flight calls", "grace", grace)
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		s.log.Warn("grace period over: closing remaining connections")
+		_ = srv.Close()
+	}
+	<-errc
+	return nil
+}
+
+func isLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// ToolsBroken reports whether some upstream's document is not loaded.
+func (s *Server) ToolsBroken() bool {
+	for _, err := range s.catalog.Status() {
+		if err != nil {
+			return true
+		}
+	}
+	return false
+}
