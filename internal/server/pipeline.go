@@ -266,7 +266,7 @@ func render(red *redact.Redactor, resp *tools.Response) (*mcp.CallToolResult, re
 		out, rep, err := red.JSON(resp.Body)
 		if err == nil {
 			if rep.ContextEmpty {
-				return mcp.NewToolResultError("no record in your context: the result belongs to a context you may not see"), rep
+				return mcp.NewToolResultError(redact.NoRecordInContext + ": the result belongs to a context you may not see"), rep
 			}
 			res := &mcp.CallToolResult{Content: []mcp.Content{mcp.NewTextContent(prefix + string(out))}, IsError: isErr}
 			if !isErr {
@@ -274,6 +274,11 @@ func render(red *redact.Redactor, resp *tools.Response) (*mcp.CallToolResult, re
 			}
 			return res, rep
 		}
+	}
+	if red.HasContext() && len(resp.Body) > 0 {
+		// Records outside the caller's context can only be removed from
+		// JSON; anything else is withheld rather than passed through.
+		return mcp.NewToolResultError(prefix + "the result is not JSON, so it cannot be confined to your context and is withheld"), redact.Report{}
 	}
 	text, rep := red.Text(string(resp.Body))
 	return &mcp.CallToolResult{Content: []mcp.Content{mcp.NewTextContent(prefix + text)}, IsError: isErr}, rep

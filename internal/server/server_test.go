@@ -429,9 +429,15 @@ func TestResultShapes(t *testing.T) {
 func TestContextFilter(t *testing.T) {
 	// alice's tenant claim confines results to acme (default policy).
 	f := newFixture(t, fixtureOpts{})
-	res := callT(t, f.client(t, "alice"), "crm_list", nil)
+	c := f.client(t, "alice")
+	res := callT(t, c, "crm_list", nil)
 	if txt := text(res); res.IsError || strings.Contains(txt, "globex") || !strings.Contains(txt, "acme") {
 		t.Errorf("tenant filter: %v %s", res.IsError, txt)
+	}
+	// Non-JSON cannot be filtered by context: withheld, status kept.
+	res = callT(t, c, "crm_page", nil)
+	if txt := text(res); !res.IsError || !strings.Contains(txt, "withheld") || strings.Contains(txt, "oops") {
+		t.Errorf("html under a context rule: %v %s", res.IsError, txt)
 	}
 }
 
