@@ -303,3 +303,12 @@ func readAll(t testing.TB, r io.Reader) string {
 	}
 	return string(b)
 }
+
+func readFile(t testing.TB, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
