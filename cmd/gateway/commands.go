@@ -190,23 +190,31 @@ func cmdPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return fmt.Errorf("read input: %w", err)
 		}
 		var in policy.Input
-		dec := json.NewDecoder(strings.NewReader(string(data)))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&in); err != nil {
+		jd := json.NewDecoder(strings.NewReader(string(data)))
+		jd.DisallowUnknownFields()
+		if err := jd.Decode(&in); err != nil {
 			return fmt.Errorf("input %s is not a policy input document: %w", *input, err)
 		}
 		eng, err := policy.New(ctx, policy.Options{Dir: *dir, Query: *query})
 		if err != nil {
 			return err
 		}
-		out, err := eng.Decide(ctx, &in)
+		raw, rawErr := eng.Eval(ctx, &in)
+		dec, err := eng.Decide(ctx, &in)
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
+		out := map[string]any{"decision": raw, "effective": map[string]any{
+			"allow": dec.Allow, "reason": dec.Reason, "redact": dec.Redact, "context": dec.Context,
+			"rate_limit": dec.RateLimit, "detectors": dec.Detectors, "revision": dec.Revision,
+		}}
+		if rawErr != nil {
+			out["decision"] = nil
+		}
 		if encErr := enc.Encode(out); encErr != nil {
 			return encErr
 		}
 		if err != nil {
-			return fmt.Errorf("the policy failed, so the call is denied: %w", err)
+			return fmt.Errorf("the policy failed, so the call would be denied: %w", err)
 		}
 		return nil
 	case "-h", "--help", "help":

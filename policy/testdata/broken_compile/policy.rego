@@ -1,0 +1,4 @@
+package harness
+
+# x is unsafe: it is never bound.
+decision := {"allow": x == 1}

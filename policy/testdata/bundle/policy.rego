@@ -1,0 +1,3 @@
+package harness
+
+decision := {"allow": input.tool.name in data.harness.allowed_tools, "reason": "from the bundle"}

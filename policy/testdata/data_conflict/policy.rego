@@ -1,0 +1,3 @@
+package harness
+
+decision := {"allow": false}
