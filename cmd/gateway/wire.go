@@ -129,12 +129,15 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (app *gate
 		log.Info("upstream", "name", u.Name, "base_url", u.BaseURL, "tools", n)
 	}
 
-	auditLog, err := audit.Open(ctx, audit.Config{Path: cfg.Audit.Path}, log.With("component", "audit"))
+	auditLog, err := audit.Open(ctx, audit.Config{
+		Path: cfg.Audit.Path, Fsync: cfg.Audit.Fsync,
+		MaxSize: int64(cfg.Audit.MaxSizeMB) << 20, MaxFiles: cfg.Audit.MaxFiles,
+	}, log.With("component", "audit"))
 	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
 	app.closers = append(app.closers, func(context.Context) error { return auditLog.Close() })
-	log.Info("audit trail", "path", cfg.Audit.Path, "on_error", cfg.Audit.OnError)
+	log.Info("audit trail", "path", cfg.Audit.Path, "fsync", cfg.Audit.Fsync, "on_error", cfg.Audit.OnError)
 
 	exchange := &delegation.Exchange{
 		Keys: keys, Revocations: st, Issuer: cfg.PublicURL, Audience: cfg.ResourceURL(),

@@ -118,6 +118,14 @@ type Audit struct {
 	// OnError says what happens when a record cannot be written: deny (the
 	// default) refuses the call, allow lets it through.
 	OnError string `yaml:"on_error"`
+	// Fsync is when records reach the disk: batch (default: within 50 ms
+	// or 256 records), always (before the call returns) or never (on close).
+	Fsync string `yaml:"fsync"`
+	// MaxSizeMB rotates the file when it would grow past this many MiB;
+	// 0 never rotates. The chain continues across files.
+	MaxSizeMB int `yaml:"max_size_mb"`
+	// MaxFiles is how many rotated files are kept; 0 keeps all.
+	MaxFiles int `yaml:"max_files"`
 }
 
 // Telemetry configures OpenTelemetry.
@@ -149,7 +157,7 @@ func Default() Config {
 			OnError: "deny",
 		},
 		Redaction: Redaction{Detectors: []string{"secret", "credit_card", "ssn"}},
-		Audit:     Audit{Path: "./audit.log", OnError: "deny"},
+		Audit:     Audit{Path: "./audit.log", OnError: "deny", Fsync: "batch"},
 	}
 }
 

@@ -437,6 +437,15 @@ func (c *Config) Validate() Problems {
 	if !slices.Contains([]string{"deny", "allow"}, c.Audit.OnError) {
 		bad("audit.on_error", "must be deny or allow, got %q", c.Audit.OnError)
 	}
+	if !slices.Contains([]string{"batch", "always", "never"}, c.Audit.Fsync) {
+		bad("audit.fsync", "must be batch, always or never, got %q", c.Audit.Fsync)
+	}
+	if c.Audit.MaxSizeMB < 0 {
+		bad("audit.max_size_mb", "must not be negative")
+	}
+	if c.Audit.MaxFiles < 0 {
+		bad("audit.max_files", "must not be negative")
+	}
 	if c.Telemetry.OTLPEndpoint != "" {
 		if err := checkURL(c.Telemetry.OTLPEndpoint, false); err != nil {
 			bad("telemetry.otlp_endpoint", "%v", err)
