@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -24,6 +25,9 @@ const (
 	defaultMaxTokenTTL     = 15 * time.Minute
 	defaultPublishWindow   = time.Hour
 	defaultRefreshInterval = 2 * time.Second
+	// republishInterval is how often signing republishes the own key, so a
+	// store that lost it has it back soon.
+	republishInterval = time.Second
 	// maxJWTLen bounds the size of a token this package will parse.
 	maxJWTLen = 16 << 10
 	// typJWT and typAccessToken are the JWS "typ" header values of identity
@@ -134,6 +138,8 @@ type Keys struct {
 
 	pubMu          sync.Mutex
 	publishedUntil time.Time
+	lastPublish    time.Time
+	republishing   atomic.Bool
 
 	refreshMu   sync.Mutex // serialises store reads
 	cacheMu     sync.RWMutex
@@ -229,6 +235,7 @@ func (k *Keys) publishLocked(ctx context.Context, now time.Time) error {
 	if until.After(k.publishedUntil) {
 		k.publishedUntil = until
 	}
+	k.lastPublish = now
 	return nil
 }
 
@@ -239,6 +246,20 @@ func (k *Keys) ensurePublished(ctx context.Context, now, exp time.Time) error {
 	k.pubMu.Lock()
 	defer k.pubMu.Unlock()
 	if exp.Add(k.opts.MaxTokenTTL).Before(k.publishedUntil) {
+		// Long enough. Still republish now and then, off the signing path:
+		// a shared store that lost its data (a Redis restart or failover)
+		// gets the key back within republishInterval of the next signature.
+		if now.Sub(k.lastPublish) >= republishInterval && k.republishing.CompareAndSwap(false, true) {
+			k.lastPublish = now
+			go func() {
+				defer k.republishing.Store(false)
+				ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				defer cancel()
+				if err := k.publish(ctx, now); err != nil {
+					k.log.WarnContext(ctx, "republishing the signing key failed; will retry", "kid", k.kid, "error", err)
+				}
+			}()
+		}
 		return nil
 	}
 	err := k.publishLocked(ctx, now)
@@ -362,13 +383,24 @@ func (k *Keys) refresh(ctx context.Context, force bool) error {
 		return fmt.Errorf("read key store: %w", err)
 	}
 	next := map[string]cachedKey{k.kid: {pub: k.pub, jwk: k.jwk}}
+	ownFound := false
 	for _, raw := range raws {
 		kid, pub, err := parsePublicJWK(raw)
 		if err != nil {
 			k.log.WarnContext(ctx, "ignoring bad published key", "error", err)
 			continue
 		}
+		ownFound = ownFound || kid == k.kid
 		next[kid] = cachedKey{pub: pub, jwk: append([]byte(nil), raw...)}
+	}
+	if !ownFound {
+		// The store lost the own key (emptied or failed over): publish it
+		// again so other replicas can verify what this one signs.
+		if err := k.publish(ctx, now); err != nil {
+			k.log.WarnContext(ctx, "republishing the signing key failed", "kid", k.kid, "error", err)
+		} else {
+			k.log.InfoContext(ctx, "signing key republished: the key store had lost it", "kid", k.kid)
+		}
 	}
 	k.cacheMu.Lock()
 	k.cache = next

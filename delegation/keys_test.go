@@ -369,3 +369,60 @@ func TestSignSurvivesBriefStoreOutage(t *testing.T) {
 	s.fail.Store(false)
 	signExp(t, k, c, 10*time.Minute)
 }
+
+// wipeableStore is a key store that can lose its data, like a restarted Redis.
+type wipeableStore struct{ *MemoryKeyStore }
+
+func (w *wipeableStore) wipe() {
+	fresh := NewMemoryKeyStore()
+	fresh.now = w.now
+	w.MemoryKeyStore = fresh
+}
+
+func TestKeyRepublishedAfterStoreLoss(t *testing.T) {
+	ctx := context.Background()
+	c := newClock()
+	mem := NewMemoryKeyStore()
+	mem.now = c.Now
+	store := &wipeableStore{mem}
+	a, err := NewKeys(ctx, store, KeyOptions{Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.wipe()
+	// A replica started after the loss cannot verify what a signs…
+	b, err := NewKeys(ctx, store, KeyOptions{Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := signExp(t, a, c, time.Minute)
+	if _, err := b.VerifySignature(ctx, tok); err == nil {
+		t.Fatal("verified a token whose key was never republished")
+	}
+	// …until a signs again past the republish interval.
+	c.Advance(republishInterval + time.Second)
+	tok = signExp(t, a, c, time.Minute)
+	// The republication runs off the signing path: poll for it.
+	var verr error
+	for i := 0; i < 400; i++ {
+		c.Advance(3 * time.Second) // past b's refresh throttle
+		if _, verr = b.VerifySignature(ctx, tok); verr == nil {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if verr != nil {
+		t.Fatalf("the key was not republished after the store lost it: %v", verr)
+	}
+
+	// A refresh that finds the own key missing republishes it at once.
+	store.wipe()
+	c.Advance(3 * time.Second)
+	if _, err := a.VerifySignature(ctx, "eyJhbGciOiJFUzI1NiIsImtpZCI6Im5vcGUifQ.e30.AAAA"); err == nil {
+		t.Fatal("unknown kid verified")
+	}
+	raws, err := store.PublishedKeys(ctx)
+	if err != nil || len(raws) != 1 {
+		t.Fatalf("after a refresh found its key missing, the store holds %d keys (%v)", len(raws), err)
+	}
+}

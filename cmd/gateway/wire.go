@@ -35,8 +35,8 @@ func (a *gatewayApp) close(ctx context.Context) {
 // build wires every part from cfg. It fails on what cannot work (a broken
 // policy, an unwritable audit file); an unreachable upstream or IdP is
 // reported and retried, never fatal.
-func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (app *gatewayApp, err error) {
-	app = &gatewayApp{}
+func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *gatewayApp, err error) {
+	app := &gatewayApp{}
 	defer func() {
 		if err != nil {
 			app.close(context.Background())
@@ -68,14 +68,15 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (app *gate
 	var limiter ratelimit.Limiter
 	ready := map[string]func(context.Context) error{}
 	if cfg.RateLimit.RedisURL != "" {
-		rdb, err := ratelimit.ParseRedisURL(cfg.RateLimit.RedisURL)
+		rt := cfg.RateLimit.RedisTimeout.D()
+		rdb, err := ratelimit.ParseRedisURL(cfg.RateLimit.RedisURL, rt)
 		if err != nil {
 			return nil, fmt.Errorf("ratelimit.redis_url: %w", err)
 		}
 		app.closers = append(app.closers, func(context.Context) error { return rdb.Close() })
-		rs := store.NewRedis(rdb, "harness:", 50*time.Millisecond)
+		rs := store.NewRedis(rdb, "harness:", rt)
 		st = rs
-		limiter = ratelimit.NewRedis(rdb, ratelimit.RedisOptions{Prefix: "harness:rl:"})
+		limiter = ratelimit.NewRedis(rdb, ratelimit.RedisOptions{Prefix: "harness:rl:", Timeout: rt})
 		ready["redis"] = rs.Ping
 		log.Info("shared state and rate limits on Redis", "redis", redactURL(cfg.RateLimit.RedisURL), "on_error", cfg.RateLimit.OnError)
 	} else {

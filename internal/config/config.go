@@ -84,6 +84,9 @@ type RateLimit struct {
 	// OnError says what happens when Redis cannot be reached: deny (the
 	// default) or allow.
 	OnError string `yaml:"on_error"`
+	// RedisTimeout bounds every Redis call (rate limit, session, revocation,
+	// key lookups); past it the call counts as Redis being unreachable.
+	RedisTimeout Duration `yaml:"redis_timeout"`
 }
 
 // Rate is a number of requests per period.
@@ -153,8 +156,9 @@ func Default() Config {
 		Policy:      Policy{Query: "data.harness.decision"},
 		Delegation:  Delegation{MaxTTL: Duration(15 * time.Minute)},
 		RateLimit: RateLimit{
-			Default: Rate{Requests: 60, Per: Duration(time.Minute)},
-			OnError: "deny",
+			Default:      Rate{Requests: 60, Per: Duration(time.Minute)},
+			OnError:      "deny",
+			RedisTimeout: Duration(100 * time.Millisecond),
 		},
 		Redaction: Redaction{Detectors: []string{"secret", "credit_card", "ssn"}},
 		Audit:     Audit{Path: "./audit.log", OnError: "deny", Fsync: "batch"},

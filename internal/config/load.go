@@ -403,6 +403,9 @@ func (c *Config) Validate() Problems {
 	if c.RateLimit.Default.Per <= 0 {
 		bad("ratelimit.default.per", "must be a positive duration")
 	}
+	if c.RateLimit.RedisTimeout <= 0 || c.RateLimit.RedisTimeout.D() > 10*time.Second {
+		bad("ratelimit.redis_timeout", "must be between 1ms and 10s, got %s", c.RateLimit.RedisTimeout)
+	}
 	if !slices.Contains([]string{"deny", "allow"}, c.RateLimit.OnError) {
 		bad("ratelimit.on_error", "must be deny or allow, got %q", c.RateLimit.OnError)
 	}

@@ -487,7 +487,7 @@ func TestParseRedisURL(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := parseRedisURL(tt.url)
+			c, err := parseRedisURL(tt.url, 0)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
@@ -528,7 +528,7 @@ func FuzzParseRedisURL(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
-		c, err := parseRedisURL(raw)
+		c, err := parseRedisURL(raw, 0)
 		if err != nil {
 			return
 		}

@@ -50,8 +50,15 @@ type redisConfig struct {
 // and one command retry, and
 // context deadlines are always honoured. Errors never echo the URL (it may
 // hold a password).
-func ParseRedisURL(raw string) (redis.UniversalClient, error) {
-	c, err := parseRedisURL(raw)
+//
+// timeout, when positive, replaces the default read, write and pool-wait
+// timeouts (parameters in the URL still win).
+func ParseRedisURL(raw string, timeout ...time.Duration) (redis.UniversalClient, error) {
+	d := time.Duration(0)
+	if len(timeout) > 0 {
+		d = timeout[0]
+	}
+	c, err := parseRedisURL(raw, d)
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +73,11 @@ func ParseRedisURL(raw string) (redis.UniversalClient, error) {
 }
 
 // parseRedisURL does the work of ParseRedisURL without creating a client.
-func parseRedisURL(raw string) (redisConfig, error) {
+func parseRedisURL(raw string, timeout time.Duration) (redisConfig, error) {
+	readTimeout, writeTimeout, poolTimeout := defaultReadTimeout, defaultWriteTimeout, defaultPoolTimeout
+	if timeout > 0 {
+		readTimeout, writeTimeout, poolTimeout = timeout, timeout, timeout
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		var ue *url.Error
@@ -110,9 +121,9 @@ func parseRedisURL(raw string) (redisConfig, error) {
 			return redisConfig{}, wrap(err)
 		}
 		set("dial_timeout", defaultDialTimeout, &o.DialTimeout)
-		set("read_timeout", defaultReadTimeout, &o.ReadTimeout)
-		set("write_timeout", defaultWriteTimeout, &o.WriteTimeout)
-		set("pool_timeout", defaultPoolTimeout, &o.PoolTimeout)
+		set("read_timeout", readTimeout, &o.ReadTimeout)
+		set("write_timeout", writeTimeout, &o.WriteTimeout)
+		set("pool_timeout", poolTimeout, &o.PoolTimeout)
 		seti("pool_size", defaultPoolSize, &o.PoolSize)
 		seti("max_retries", defaultMaxRetries, &o.MaxRetries)
 		seti("dialer_retries", defaultDialRetries, &o.DialerRetries)
@@ -127,9 +138,9 @@ func parseRedisURL(raw string) (redisConfig, error) {
 			return redisConfig{}, wrap(err)
 		}
 		set("dial_timeout", defaultDialTimeout, &o.DialTimeout)
-		set("read_timeout", defaultReadTimeout, &o.ReadTimeout)
-		set("write_timeout", defaultWriteTimeout, &o.WriteTimeout)
-		set("pool_timeout", defaultPoolTimeout, &o.PoolTimeout)
+		set("read_timeout", readTimeout, &o.ReadTimeout)
+		set("write_timeout", writeTimeout, &o.WriteTimeout)
+		set("pool_timeout", poolTimeout, &o.PoolTimeout)
 		seti("pool_size", defaultPoolSize, &o.PoolSize)
 		seti("max_retries", defaultMaxRetries, &o.MaxRetries)
 		seti("dialer_retries", defaultDialRetries, &o.DialerRetries)
@@ -144,9 +155,9 @@ func parseRedisURL(raw string) (redisConfig, error) {
 			return redisConfig{}, wrap(err)
 		}
 		set("dial_timeout", defaultDialTimeout, &o.DialTimeout)
-		set("read_timeout", defaultReadTimeout, &o.ReadTimeout)
-		set("write_timeout", defaultWriteTimeout, &o.WriteTimeout)
-		set("pool_timeout", defaultPoolTimeout, &o.PoolTimeout)
+		set("read_timeout", readTimeout, &o.ReadTimeout)
+		set("write_timeout", writeTimeout, &o.WriteTimeout)
+		set("pool_timeout", poolTimeout, &o.PoolTimeout)
 		seti("pool_size", defaultPoolSize, &o.PoolSize)
 		seti("max_retries", defaultMaxRetries, &o.MaxRetries)
 		seti("dialer_retries", defaultDialRetries, &o.DialerRetries)
