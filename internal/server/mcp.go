@@ -23,6 +23,7 @@ import (
 func (s *Server) newMCP() http.Handler {
 	hooks := &mcpserver.Hooks{}
 	hooks.AddAfterListTools(s.filterList)
+	hooks.AddOnError(s.auditUnknownTool)
 	s.mcp = mcpserver.NewMCPServer("harness", s.version,
 		mcpserver.WithToolCapabilities(true),
 		mcpserver.WithRecovery(),

@@ -66,8 +66,8 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 	}
 
 	tool, up, ok := s.catalog.Lookup(name)
-	if !ok {
-		return s.deny(ctx, c, fmt.Sprintf("no tool named %q", name))
+	if !ok { // mcp-go answers unknown names itself; see auditUnknownTool
+		return s.deny(ctx, c, "no such tool")
 	}
 	c.rec.Upstream = up.Name
 	args := req.GetArguments()
@@ -169,6 +169,35 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 		return s.finish(ctx, c, decAllow, fmt.Sprintf("%s; upstream answered %d", reason, resp.Status), result)
 	}
 	return s.finish(ctx, c, decAllow, reason, result)
+}
+
+// maxAuditedName bounds a tool name an agent made up, as it enters the
+// audit record.
+const maxAuditedName = 128
+
+// auditUnknownTool records a tools/call for a name the gateway does not
+// serve: mcp-go refuses it before the pipeline runs, but an agent probing
+// for tools is exactly what the audit trail is for.
+func (s *Server) auditUnknownTool(ctx context.Context, _ any, method mcp.MCPMethod, message any, err error) {
+	if method != mcp.MethodToolsCall || !errors.Is(err, mcpserver.ErrToolNotFound) {
+		return
+	}
+	name := ""
+	if req, ok := message.(*mcp.CallToolRequest); ok {
+		name = req.Params.Name
+	}
+	if len(name) > maxAuditedName {
+		name = name[:maxAuditedName] + "…"
+	}
+	c := &call{start: time.Now(), p: principalFrom(ctx)}
+	c.rec = audit.Record{Action: policy.ActionCall, Tool: name, Environment: s.cfg.Environment, Session: sessionFrom(ctx)}
+	if c.p != nil {
+		c.rec.Subject, c.rec.Issuer, c.rec.Agent = c.p.Subject, humanIssuer(c.p), c.p.Agent
+		if c.p.Delegation != nil {
+			c.rec.Delegation = c.p.Delegation.ID
+		}
+	}
+	_, _ = s.finish(ctx, c, decDeny, "no such tool", nil)
 }
 
 func (s *Server) deny(ctx context.Context, c *call, reason string) (*mcp.CallToolResult, error) {

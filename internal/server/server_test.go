@@ -360,7 +360,9 @@ func TestLimiterOutage(t *testing.T) {
 }
 
 func TestRateLimited(t *testing.T) {
-	f := newFixture(t, fixtureOpts{mutate: func(c *config.Config) { c.RateLimit.Default = config.Rate{Requests: 2, Per: config.Duration(time.Hour)} }})
+	f := newFixture(t, fixtureOpts{mutate: func(c *config.Config) {
+		c.RateLimit.Default = config.Rate{Requests: 2, Per: config.Duration(time.Hour)}
+	}})
 	c := f.client(t, "bob")
 	for i := 0; i < 2; i++ {
 		if res := callT(t, c, "crm_get_customer", map[string]any{"id": "c-1"}); res.IsError {
