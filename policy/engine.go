@@ -304,16 +304,17 @@ func (e *Engine) Reload(ctx context.Context) error {
 	old := e.cur.Load()
 	st, err := e.build(ctx)
 	if err != nil {
-		e.stale.Store(&err)
 		e.log.ErrorContext(ctx, "policy reload failed, keeping the last good policy",
 			"revision", old.revision, "error", err)
+		e.stale.Store(&err)
 		return err
 	}
-	e.stale.Store(nil)
 	if st.revision == old.revision {
+		e.stale.Store(nil)
 		return nil
 	}
 	e.cur.Store(st)
+	e.stale.Store(nil) // only once the new policy decides
 	e.log.InfoContext(ctx, "policy reloaded", "revision", st.revision, "previous", old.revision)
 	return nil
 }

@@ -199,21 +199,17 @@ func cmdPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			return err
 		}
+		// Print the decision as the policy produced it; then say whether the
+		// gateway can use it (a malformed decision is a denial).
 		raw, rawErr := eng.Eval(ctx, &in)
-		dec, err := eng.Decide(ctx, &in)
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		out := map[string]any{"decision": raw, "effective": map[string]any{
-			"allow": dec.Allow, "reason": dec.Reason, "redact": dec.Redact, "context": dec.Context,
-			"rate_limit": dec.RateLimit, "detectors": dec.Detectors, "revision": dec.Revision,
-		}}
-		if rawErr != nil {
-			out["decision"] = nil
+		if rawErr == nil {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(raw); err != nil {
+				return err
+			}
 		}
-		if encErr := enc.Encode(out); encErr != nil {
-			return encErr
-		}
-		if err != nil {
+		if _, err := eng.Decide(ctx, &in); err != nil {
 			return fmt.Errorf("the policy failed, so the call would be denied: %w", err)
 		}
 		return nil
