@@ -114,20 +114,25 @@ func parseRedisURL(raw string, timeout time.Duration) (redisConfig, error) {
 			*dst = n
 		}
 	}
+	// fill applies the gateway's defaults wherever the URL set nothing.
+	fill := func(o clientOptions) {
+		set("dial_timeout", defaultDialTimeout, o.dial)
+		set("read_timeout", readTimeout, o.read)
+		set("write_timeout", writeTimeout, o.write)
+		set("pool_timeout", poolTimeout, o.pool)
+		seti("pool_size", defaultPoolSize, o.poolSize)
+		seti("max_retries", defaultMaxRetries, o.maxRetries)
+		seti("dialer_retries", defaultDialRetries, o.dialerRetries)
+		*o.ctxTimeout = true // context deadlines always apply
+	}
 	switch mode {
 	case "":
 		o, err := redis.ParseURL(s)
 		if err != nil {
 			return redisConfig{}, wrap(err)
 		}
-		set("dial_timeout", defaultDialTimeout, &o.DialTimeout)
-		set("read_timeout", readTimeout, &o.ReadTimeout)
-		set("write_timeout", writeTimeout, &o.WriteTimeout)
-		set("pool_timeout", poolTimeout, &o.PoolTimeout)
-		seti("pool_size", defaultPoolSize, &o.PoolSize)
-		seti("max_retries", defaultMaxRetries, &o.MaxRetries)
-		seti("dialer_retries", defaultDialRetries, &o.DialerRetries)
-		o.ContextTimeoutEnabled = true
+		fill(clientOptions{&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout,
+			&o.PoolSize, &o.MaxRetries, &o.DialerRetries, &o.ContextTimeoutEnabled})
 		return redisConfig{simple: o}, nil
 	case "cluster":
 		if u.Path != "" && u.Path != "/" {
@@ -137,14 +142,8 @@ func parseRedisURL(raw string, timeout time.Duration) (redisConfig, error) {
 		if err != nil {
 			return redisConfig{}, wrap(err)
 		}
-		set("dial_timeout", defaultDialTimeout, &o.DialTimeout)
-		set("read_timeout", readTimeout, &o.ReadTimeout)
-		set("write_timeout", writeTimeout, &o.WriteTimeout)
-		set("pool_timeout", poolTimeout, &o.PoolTimeout)
-		seti("pool_size", defaultPoolSize, &o.PoolSize)
-		seti("max_retries", defaultMaxRetries, &o.MaxRetries)
-		seti("dialer_retries", defaultDialRetries, &o.DialerRetries)
-		o.ContextTimeoutEnabled = true
+		fill(clientOptions{&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout,
+			&o.PoolSize, &o.MaxRetries, &o.DialerRetries, &o.ContextTimeoutEnabled})
 		return redisConfig{cluster: o}, nil
 	case "sentinel":
 		if q.Get("master_name") == "" {
@@ -154,16 +153,17 @@ func parseRedisURL(raw string, timeout time.Duration) (redisConfig, error) {
 		if err != nil {
 			return redisConfig{}, wrap(err)
 		}
-		set("dial_timeout", defaultDialTimeout, &o.DialTimeout)
-		set("read_timeout", readTimeout, &o.ReadTimeout)
-		set("write_timeout", writeTimeout, &o.WriteTimeout)
-		set("pool_timeout", poolTimeout, &o.PoolTimeout)
-		seti("pool_size", defaultPoolSize, &o.PoolSize)
-		seti("max_retries", defaultMaxRetries, &o.MaxRetries)
-		seti("dialer_retries", defaultDialRetries, &o.DialerRetries)
-		o.ContextTimeoutEnabled = true
+		fill(clientOptions{&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout,
+			&o.PoolSize, &o.MaxRetries, &o.DialerRetries, &o.ContextTimeoutEnabled})
 		return redisConfig{failover: o}, nil
 	default:
 		return redisConfig{}, fmt.Errorf("ratelimit: invalid redis url: unsupported scheme %q", u.Scheme)
 	}
+}
+
+// clientOptions points at the fields go-redis's three option types share.
+type clientOptions struct {
+	dial, read, write, pool             *time.Duration
+	poolSize, maxRetries, dialerRetries *int
+	ctxTimeout                          *bool
 }
