@@ -29,6 +29,17 @@ func Format(r *Record) string {
 	var b strings.Builder
 	b.WriteString(r.Time.UTC().Format("15:04:05"))
 	b.WriteByte(' ')
+	if r.Kind == KindGrant {
+		b.WriteString("GRANT ")
+		b.WriteString(orDash(r.Subject))
+		b.WriteString(" → ")
+		b.WriteString(orDash(r.Agent))
+		if r.Reason != "" {
+			b.WriteString(" — ")
+			b.WriteString(sanitize(r.Reason))
+		}
+		return b.String()
+	}
 	if r.Kind != "" {
 		b.WriteString(strings.ToUpper(sanitize(r.Kind)))
 		if r.Reason != "" {
@@ -304,7 +315,7 @@ func Tail(ctx context.Context, w io.Writer, path string, f Filter, follow bool) 
 			now, err := os.Stat(path)
 			switch {
 			case err == nil && !os.SameFile(cur, now):
-				if next, err = os.Open(nextFile(path, cur)); err == nil {
+				if next, err = openNext(path, cur); err == nil {
 					continue
 				}
 				next = nil
@@ -323,6 +334,24 @@ func Tail(ctx context.Context, w io.Writer, path string, f Filter, follow bool) 
 // nextFile returns the file that follows the (rotated) file cur in the chain
 // of path: the next rotated file if several rotations happened since the
 // last look, otherwise path itself.
+// openNext opens the file that follows cur in the chain. When that is the
+// live file, a rotation between listing and opening would skip a rotated
+// file, so the choice is checked again after opening.
+func openNext(path string, cur os.FileInfo) (*os.File, error) {
+	for range 16 {
+		name := nextFile(path, cur)
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, err
+		}
+		if name != path || nextFile(path, cur) == path {
+			return f, nil
+		}
+		_ = f.Close() // rotated meanwhile: take the rotated file instead
+	}
+	return nil, errors.New("the audit log rotates too fast to follow")
+}
+
 func nextFile(path string, cur os.FileInfo) string {
 	files, err := Files(path)
 	if err != nil {

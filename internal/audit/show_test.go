@@ -173,7 +173,13 @@ func TestTailFollowAcrossRotation(t *testing.T) {
 	go func() { done <- Tail(ctx, out, path, Filter{Tool: "crm_*"}, true) }()
 
 	const n = 25
-	for i := range n {
+	// Tail starts at the live file: let it open that file before the
+	// writes rotate it away.
+	if err := l.Write(context.Background(), callRecord(0)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return strings.Contains(out.String(), "crm_get_customer_0 ") })
+	for i := 1; i < n; i++ {
 		if err := l.Write(context.Background(), callRecord(i)); err != nil {
 			t.Fatal(err)
 		}
