@@ -544,6 +544,10 @@ func (e *Exchange) exchange(w http.ResponseWriter, r *http.Request) (*tokenRespo
 		"nbf":       iat,
 		"exp":       exp,
 	}
+	// The human's other claims (a tenant, a department) travel along, so the
+	// policy sees the same human through the delegation: a narrower grant
+	// must never widen what the policy confines by claims.
+	copyClaims(claims, subj.Claims)
 	if subj.Email != "" {
 		claims["email"] = subj.Email
 	}
@@ -777,4 +781,96 @@ func stringList(v any) ([]string, bool) {
 		out = append(out, s)
 	}
 	return out, true
+}
+
+// reservedClaims are the claims [Exchange.Issue] sets itself or that describe
+// the human's original token rather than the human; they are never copied
+// from the subject's claims.
+var reservedClaims = map[string]bool{
+	"iss": true, "aud": true, "sub": true, "sub_iss": true, "act": true, "client_id": true,
+	"scope": true, "jti": true, "iat": true, "nbf": true, "exp": true, "email": true,
+	"name": true, "roles": true, "delegation_chain": true, "azp": true, "nonce": true,
+	"at_hash": true, "c_hash": true, "auth_time": true, "acr": true, "amr": true, "sid": true,
+	"may_act": true, "cnf": true, "typ": true,
+}
+
+// copyClaims copies src's claims that are not reserved into dst, without
+// replacing any dst already has.
+func copyClaims(dst, src map[string]any) {
+	for k, v := range src {
+		if _, set := dst[k]; !set && !reservedClaims[k] {
+			dst[k] = v
+		}
+	}
+}
+
+// Issue mints a delegation token for an authorization the gateway granted
+// itself (the OAuth authorization-code flow, after the human's consent):
+// sub = the human, act.sub = agent, the given scopes, aud = Audience,
+// lifetime ttl. It has the claims of token exchange, plus the subject's
+// other claims (a tenant, say) so the policy sees the same human; claims
+// describing the original token (exp, nonce, azp…) are not copied.
+//
+// ttl is bounded only by the Keys' MaxTokenTTL, not by MaxTTL (which caps
+// token exchange). OnIssue is called as for token exchange.
+func (e *Exchange) Issue(ctx context.Context, subject *Subject, agent string, scopes []string, ttl time.Duration) (string, Issued, error) {
+	if err := e.check(); err != nil {
+		return "", Issued{}, err
+	}
+	switch {
+	case subject == nil || subject.Subject == "" || subject.Issuer == "":
+		return "", Issued{}, errors.New("issue: subject without issuer or subject")
+	case agent == "":
+		return "", Issued{}, errors.New("issue: empty agent")
+	case ttl < time.Second:
+		return "", Issued{}, errors.New("issue: ttl under 1s")
+	case e.Keys != nil && ttl > e.Keys.opts.MaxTokenTTL:
+		return "", Issued{}, fmt.Errorf("issue: ttl %s beyond the keys' MaxTokenTTL %s", ttl, e.Keys.opts.MaxTokenTTL)
+	}
+	sc, err := ParseScope(strings.Join(scopes, " "))
+	if err != nil {
+		return "", Issued{}, fmt.Errorf("issue: %w", err)
+	}
+	act, err := actClaim([]string{agent})
+	if err != nil {
+		return "", Issued{}, fmt.Errorf("issue: %w", err)
+	}
+	jti, err := newID()
+	if err != nil {
+		return "", Issued{}, err
+	}
+	iat := e.now().Unix()
+	exp := iat + int64(ttl/time.Second)
+	scope := strings.Join(sc, " ")
+	claims := map[string]any{}
+	copyClaims(claims, subject.Claims)
+	for k, v := range map[string]any{
+		"iss": e.Issuer, "aud": e.Audience, "sub": subject.Subject, "sub_iss": subject.Issuer,
+		"act": act, "client_id": agent, "scope": scope, "jti": jti, "iat": iat, "nbf": iat, "exp": exp,
+	} {
+		claims[k] = v
+	}
+	if subject.Email != "" {
+		claims["email"] = subject.Email
+	}
+	if subject.Name != "" {
+		claims["name"] = subject.Name
+	}
+	if len(subject.Roles) > 0 {
+		claims["roles"] = append([]string(nil), subject.Roles...)
+	}
+	tok, err := e.Keys.sign(ctx, typAccessToken, claims)
+	if err != nil {
+		return "", Issued{}, fmt.Errorf("issue delegation token: %w", err)
+	}
+	iss := Issued{
+		ID: jti, Subject: subject.Subject, SubjectIssuer: subject.Issuer, Agent: agent,
+		Scopes: sc, IssuedAt: time.Unix(iat, 0), ExpiresAt: time.Unix(exp, 0),
+	}
+	e.log().InfoContext(ctx, "delegation issued", "id", jti, "subject", subject.Subject,
+		"subject_issuer", subject.Issuer, "agent", agent, "scope", scope, "expires_in", exp-iat, "grant", "authorization_code")
+	if e.OnIssue != nil {
+		e.OnIssue(ctx, iss)
+	}
+	return tok, iss, nil
 }

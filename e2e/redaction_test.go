@@ -72,3 +72,22 @@ func TestRedactionThroughBinary(t *testing.T) {
 		}
 	}
 }
+
+// TestDelegationKeepsTenantContext: a delegation narrows what an agent may
+// do; it must never widen what the human may see. The tenant claim travels
+// into the delegation token, so the context filter still applies.
+func TestDelegationKeepsTenantContext(t *testing.T) {
+	st := startStack(t, "")
+	deleg := delegate(t, st.gw.URL, st.tokens["alice"], "", "tool:crm_*")
+	for _, e := range eras {
+		c := connect(t, st.gw.URL, deleg, e)
+		res := callTool(t, c, "crm_list_customers", nil)
+		txt := resultText(res)
+		if res.IsError || !strings.Contains(txt, "c-1") {
+			t.Fatalf("%s: alice's delegated agent cannot list her customers: %s", e.name, txt)
+		}
+		if strings.Contains(txt, "globex") || strings.Contains(txt, "c-3") {
+			t.Errorf("%s: a delegation widened alice's tenant context: %s", e.name, txt)
+		}
+	}
+}
