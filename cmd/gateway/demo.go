@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -33,6 +35,15 @@ var demoUsers = []demoUser{
 // demoAgent is the client id (azp) the demo tokens name.
 const demoAgent = "demo-agent"
 
+// demoOAuthClient is the gateway's client id at the development issuer.
+const demoOAuthClient = "harness-demo"
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("demo", "demo [--listen ADDR] [flags]", stderr)
 	listen := fs.String("listen", "127.0.0.1:8080", "address of the gateway (port 0 picks a free one)")
@@ -62,7 +73,21 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer stopAPI(context.Background())
 
-	iss, err := devissuer.New(devissuer.Options{})
+	// The development issuer doubles as the company IdP humans sign in at
+	// when a copilot connects by OAuth (no password: pick a sample user).
+	oauthSecret := randomHex(16)
+	devUsers := make([]devissuer.User, 0, len(demoUsers))
+	for _, u := range demoUsers {
+		du := devissuer.User{Subject: u.sub, Name: u.name, Email: u.email, Roles: u.roles}
+		if u.tenant != "" {
+			du.Claims = map[string]any{"tenant": u.tenant}
+		}
+		devUsers = append(devUsers, du)
+	}
+	iss, err := devissuer.New(devissuer.Options{
+		Users:   devUsers,
+		Clients: []devissuer.Client{{ID: demoOAuthClient, Secret: oauthSecret, RedirectURIs: []string{publicURL + "/oauth/callback"}}},
+	})
 	if err != nil {
 		ln.Close()
 		return err
@@ -94,7 +119,11 @@ upstreams:
     openapi: %q
 audit:
   path: %q
-`, addr, publicURL, iss.URL(), apiURL, apiURL+"/openapi.json", *auditPath)
+oauth:
+  login_issuer: %q
+  client_id: %q
+  client_secret: %q
+`, addr, publicURL, iss.URL(), apiURL, apiURL+"/openapi.json", *auditPath, iss.URL(), demoOAuthClient, oauthSecret)
 	cfg, err := config.Parse([]byte(yaml), func(string) (string, bool) { return "", false })
 	if err != nil {
 		ln.Close()
@@ -126,6 +155,12 @@ func printDemo(w io.Writer, mcpURL, apiURL, issuerURL, auditPath string, tokens 
 	line := strings.Repeat("─", 78)
 	fmt.Fprintf(&b, "\n%s\n Harness demo — NOT FOR PRODUCTION (development issuer, ephemeral keys)\n%s\n\n", line, line)
 	fmt.Fprintf(&b, "  MCP endpoint   %s\n  sample API     %s  (upstream \"crm\")\n  dev issuer     %s\n  audit trail    %s\n\n", mcpURL, apiURL, issuerURL, auditPath)
+	base := strings.TrimSuffix(mcpURL, "/mcp")
+	b.WriteString("Connect a copilot by OAuth (no token to paste): give it only the MCP URL above.\n")
+	b.WriteString("It discovers Harness, registers, and opens a browser: pick alice, bob or carol at the\n")
+	b.WriteString("development issuer (no password), then approve the agent on the consent page.\n")
+	fmt.Fprintf(&b, "  e.g. VS Code: {\"servers\": {\"harness\": {\"type\": \"http\", \"url\": %q}}}\n", mcpURL)
+	fmt.Fprintf(&b, "  My agents (see and revoke): %s/oauth/agents\n\n", base)
 	b.WriteString("Tokens for the sample users (agent \"" + demoAgent + "\"):\n\n")
 	for i, u := range demoUsers {
 		fmt.Fprintf(&b, "  %s — %s\n  export HARNESS_TOKEN_%s=%s\n\n", u.sub, u.what, strings.ToUpper(u.sub), tokens[i])

@@ -4,13 +4,16 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/agentharness/harness/delegation"
 	"github.com/agentharness/harness/internal/audit"
 	"github.com/agentharness/harness/internal/authn"
 	"github.com/agentharness/harness/internal/config"
+	"github.com/agentharness/harness/internal/oauth"
 	"github.com/agentharness/harness/internal/ratelimit"
 	"github.com/agentharness/harness/internal/server"
 	"github.com/agentharness/harness/internal/store"
@@ -86,7 +89,13 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *gatewa
 	}
 
 	// The gateway's signing keys: new at every start, published for peers.
-	keys, err := delegation.NewKeys(ctx, st, delegation.KeyOptions{MaxTokenTTL: cfg.Delegation.MaxTTL.D(), Logger: log.With("component", "keys")})
+	// They sign delegation tokens from token exchange (delegation.max_ttl)
+	// and OAuth access tokens (oauth.access_ttl): the longer of the two.
+	maxTokenTTL := cfg.Delegation.MaxTTL.D()
+	if cfg.OAuth.Enabled() {
+		maxTokenTTL = max(maxTokenTTL, cfg.OAuth.AccessTTL.D())
+	}
+	keys, err := delegation.NewKeys(ctx, st, delegation.KeyOptions{MaxTokenTTL: maxTokenTTL, Logger: log.With("component", "keys")})
 	if err != nil {
 		return nil, fmt.Errorf("signing keys: %w", err)
 	}
@@ -143,20 +152,32 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *gatewa
 	exchange := &delegation.Exchange{
 		Keys: keys, Revocations: st, Issuer: cfg.PublicURL, Audience: cfg.ResourceURL(),
 		MaxTTL: cfg.Delegation.MaxTTL.D(), Logger: log.With("component", "delegation"),
+		OnIssue: server.GrantRecorder(auditLog, cfg.Environment, log.With("component", "audit")),
+	}
+	routes := map[string]http.Handler{
+		"GET /metrics":               tel.MetricsHandler(),
+		"GET /.well-known/jwks.json": keys.Handler(),
+		"POST /oauth/token":          exchange.TokenHandler(),
+		"POST /oauth/revoke":         exchange.RevokeHandler(),
+	}
+	if cfg.OAuth.Enabled() {
+		as, err := buildOAuth(cfg, log, st, exchange, catalog, pol)
+		if err != nil {
+			return nil, err
+		}
+		for pattern, h := range as.Routes() {
+			routes[pattern] = h // /oauth/token and /oauth/revoke pass token exchange on
+		}
 	}
 	srv, err := server.New(server.Options{
 		Config: cfg, Logger: log, Version: version,
 		Authn: an, Catalog: catalog, Policy: pol, Limiter: limiter,
 		Sessions: st, Audit: auditLog, Client: upstreamClient, Ready: ready,
 		Identity: keys, Revocations: st,
-		Telemetry: tel,
-		WrapMCP:   func(h http.Handler) http.Handler { return tel.HTTPHandler(h, "mcp") },
-		Routes: map[string]http.Handler{
-			"GET /metrics":               tel.MetricsHandler(),
-			"GET /.well-known/jwks.json": keys.Handler(),
-			"POST /oauth/token":          exchange.TokenHandler(),
-			"POST /oauth/revoke":         exchange.RevokeHandler(),
-		},
+		Telemetry:           tel,
+		WrapMCP:             func(h http.Handler) http.Handler { return tel.HTTPHandler(h, "mcp") },
+		Routes:              routes,
+		AuthorizationServer: cfg.OAuth.Enabled(),
 	})
 	if err != nil {
 		return nil, err
@@ -165,6 +186,104 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *gatewa
 	app.srv = srv
 	log.Info("delegation: token exchange at /oauth/token, revocation at /oauth/revoke", "max_ttl", cfg.Delegation.MaxTTL)
 	return app, nil
+}
+
+// buildOAuth wires the authorization server copilots connect to: sign-in at
+// oauth.login_issuer, consent, and delegation tokens as access tokens.
+func buildOAuth(cfg *config.Config, log *slog.Logger, st store.Store, exchange *delegation.Exchange, catalog *tools.Catalog, pol *policy.Engine) (*oauth.Server, error) {
+	rolesClaim := "roles"
+	for _, is := range cfg.Auth.Issuers {
+		if is.Issuer == cfg.OAuth.LoginIssuer && is.RolesClaim != "" {
+			rolesClaim = is.RolesClaim
+		}
+	}
+	pub, err := parseURL(cfg.PublicURL)
+	if err != nil {
+		return nil, fmt.Errorf("public_url: %w", err)
+	}
+	devLoopback := pub.Scheme == "http" && isLoopback(pub.Hostname())
+	as, err := oauth.New(oauth.Options{
+		Issuer: cfg.PublicURL, Resource: cfg.ResourceURL(),
+		KV: st, Revocations: st, Minter: exchange,
+		Login: oauth.Login{
+			Issuer: cfg.OAuth.LoginIssuer, ClientID: cfg.OAuth.ClientID,
+			ClientSecret: cfg.OAuth.ClientSecret, RolesClaim: rolesClaim,
+			Scopes: cfg.OAuth.Scopes,
+		},
+		Tools:         consentTools(cfg, catalog, pol),
+		AccessTTL:     cfg.OAuth.AccessTTL.D(),
+		RefreshTTL:    cfg.OAuth.RefreshTTL.D(),
+		TokenExchange: exchange.TokenHandler(),
+		Revoke:        exchange.RevokeHandler(),
+		// A gateway on plain-http loopback is a development gateway: it
+		// accepts client metadata documents served on loopback too.
+		AllowLoopbackHTTPClientIDs: devLoopback,
+		Logger:                     log.With("component", "oauth"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("oauth: %w", err)
+	}
+	log.Info("oauth: authorization server on; humans sign in at the login issuer",
+		"metadata", cfg.PublicURL+"/.well-known/oauth-authorization-server", "login_issuer", cfg.OAuth.LoginIssuer,
+		"client_id", cfg.OAuth.ClientID, "access_ttl", cfg.OAuth.AccessTTL, "refresh_ttl", cfg.OAuth.RefreshTTL,
+		"my_agents", cfg.PublicURL+"/oauth/agents")
+	return as, nil
+}
+
+// consentTools lists, for the consent and "my agents" pages, the tools an
+// agent acting for h with scopes would see: named by a scope and listed by
+// the policy for h.
+func consentTools(cfg *config.Config, catalog *tools.Catalog, pol *policy.Engine) oauth.ToolLister {
+	return func(ctx context.Context, h oauth.Human, agent string, scopes []string) ([]oauth.ToolInfo, error) {
+		var pts []policy.Tool
+		byName := map[string]*tools.Tool{}
+		for _, t := range catalog.Tools() {
+			if !delegation.ScopeAllows(scopes, t.Name) {
+				continue
+			}
+			byName[t.Name] = t
+			pts = append(pts, policy.Tool{Name: t.Name, Upstream: t.Upstream, Operation: t.Operation, Method: t.Method, Path: t.Path, Tags: t.Tags})
+		}
+		if len(pts) == 0 {
+			return nil, nil
+		}
+		in := &policy.Input{
+			Action:      "list",
+			Subject:     policy.Subject{Iss: h.Issuer, Sub: h.Subject, Email: h.Email, Name: h.Name, Roles: h.Roles, Claims: h.Claims},
+			Agent:       policy.Agent{ID: agent},
+			Delegation:  &policy.Delegation{ID: "consent", Scopes: scopes},
+			Environment: cfg.Environment,
+			Time:        time.Now().UTC().Format(time.RFC3339),
+		}
+		allowed, err := pol.Allowed(ctx, in, pts)
+		if err != nil {
+			return nil, err
+		}
+		var out []oauth.ToolInfo
+		for _, pt := range pts {
+			if allowed[pt.Name] {
+				t := byName[pt.Name]
+				out = append(out, oauth.ToolInfo{Name: t.Name, Description: firstLine(t.Description), Tags: t.Tags, ReadOnly: t.ReadOnly})
+			}
+		}
+		return out, nil
+	}
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	if len(s) > 160 {
+		s = s[:157] + "…"
+	}
+	return s
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // redactURL drops credentials from a URL before it is logged.

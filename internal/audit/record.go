@@ -36,6 +36,8 @@ const (
 	// KindGap is written by Open after a torn (incomplete) last line left by
 	// a crash; its Prev is the hash of the last complete record.
 	KindGap = "gap"
+	// KindGrant records a delegation issued: a human granted an agent tools.
+	KindGrant = "grant"
 )
 
 // ZeroHash is the Prev of the first record of a chain.
@@ -60,7 +62,7 @@ type Record struct {
 	Seq uint64 `json:"seq"`
 	// ID identifies the record (a UUIDv7 when Write generates it).
 	ID string `json:"id"`
-	// Kind is empty for a call record, or KindStart, KindRotate, KindGap.
+	// Kind is empty for a call record, or KindStart, KindRotate, KindGap, KindGrant.
 	Kind string `json:"kind,omitempty"`
 	// Action is ActionCall or ActionList.
 	Action string `json:"action,omitempty"`

@@ -26,6 +26,9 @@ type Config struct {
 	Policy Policy `yaml:"policy"`
 	// Delegation bounds the delegation tokens the gateway issues.
 	Delegation Delegation `yaml:"delegation"`
+	// OAuth makes the gateway the OAuth authorization server copilots
+	// connect to; optional (empty login_issuer: off).
+	OAuth OAuth `yaml:"oauth"`
 	// RateLimit configures the GCRA limiter.
 	RateLimit RateLimit `yaml:"ratelimit"`
 	// Upstreams are the HTTP APIs served as MCP tools.
@@ -73,6 +76,32 @@ type Delegation struct {
 	// MaxTTL is the longest life of a delegation token.
 	MaxTTL Duration `yaml:"max_ttl"`
 }
+
+// OAuth configures Harness as the authorization server copilots connect to:
+// humans sign in at LoginIssuer and approve each agent on a consent page.
+// The section is optional; it is on when LoginIssuer is set.
+type OAuth struct {
+	// LoginIssuer is the identity provider humans sign in at; one of
+	// auth.issuers.
+	LoginIssuer string `yaml:"login_issuer"`
+	// ClientID is the gateway's client id at LoginIssuer.
+	ClientID string `yaml:"client_id"`
+	// ClientSecret is the gateway's client secret at LoginIssuer (write it
+	// as ${VAR}); empty for a public client. Never logged.
+	ClientSecret string `yaml:"client_secret"`
+	// AccessTTL is the life of an access token issued to a copilot.
+	AccessTTL Duration `yaml:"access_ttl"`
+	// RefreshTTL is the life of a grant (the refresh-token family) from
+	// the human's approval; past it the human must approve again.
+	RefreshTTL Duration `yaml:"refresh_ttl"`
+	// Scopes are requested from the login issuer at sign-in. Default:
+	// openid, profile, email. Add the scope that releases the roles claim
+	// when the IdP needs one (groups at Dex and Okta).
+	Scopes []string `yaml:"scopes"`
+}
+
+// Enabled reports whether the authorization server is configured.
+func (o OAuth) Enabled() bool { return o.LoginIssuer != "" }
 
 // RateLimit configures rate limiting.
 type RateLimit struct {
@@ -155,6 +184,7 @@ func Default() Config {
 		Environment: "production",
 		Policy:      Policy{Query: "data.harness.decision"},
 		Delegation:  Delegation{MaxTTL: Duration(15 * time.Minute)},
+		OAuth:       OAuth{AccessTTL: Duration(time.Hour), RefreshTTL: Duration(24 * time.Hour)},
 		RateLimit: RateLimit{
 			Default:      Rate{Requests: 60, Per: Duration(time.Minute)},
 			OnError:      "deny",

@@ -113,7 +113,9 @@ audit: {on_error: maybe}
 			"upstreams[2].name: \"crm\" is used twice", "redaction.detectors[1]: unknown detector \"dna\"", "audit.on_error:"}},
 		{"no issuer", `listen: 127.0.0.1:1`, []string{"auth.issuers: at least one"}},
 		{"missing env", `auth: {issuers: [{issuer: "${IDP}"}]}`, []string{"auth.issuers[0].issuer: environment variable IDP is not set"}},
-		{"oauth not yet", "oauth: {client_id: x}\nauth: {issuers: [{issuer: https://i}]}", []string{"oauth: unknown key (the oauth authorization server"}},
+		{"oauth without login issuer", "oauth: {client_id: x}\nauth: {issuers: [{issuer: https://i}]}", []string{"oauth.login_issuer: required when"}},
+		{"oauth bad", "oauth: {login_issuer: https://other, access_ttl: 48h, refresh_ttl: 0s, scope: x}\nauth: {issuers: [{issuer: https://i}]}",
+			[]string{"oauth.login_issuer: \"https://other\" must be one of auth.issuers", "oauth.client_id: required", "oauth.access_ttl:", "oauth.refresh_ttl:", "oauth.scope: unknown key"}},
 		{"wrong shapes", "auth: [1]\nupstreams: {name: x}", []string{"auth: must be a mapping", "upstreams: must be a list"}},
 		{"duplicate key", "listen: a:1\nlisten: b:2\nauth: {issuers: [{issuer: https://i}]}", []string{"listen: duplicate key"}},
 	}
@@ -131,6 +133,34 @@ audit: {on_error: maybe}
 				}
 			}
 		})
+	}
+}
+
+func TestOAuthSection(t *testing.T) {
+	cfg, err := Parse([]byte(`
+auth: {issuers: [{issuer: https://idp.example.com}]}
+oauth:
+  login_issuer: https://idp.example.com
+  client_id: harness
+  client_secret: ${SECRET}
+`), env(map[string]string{"SECRET": "s3cret"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := cfg.OAuth
+	if !o.Enabled() || o.ClientID != "harness" || o.ClientSecret != "s3cret" || o.AccessTTL.D() != time.Hour || o.RefreshTTL.D() != 24*time.Hour {
+		t.Errorf("oauth = %+v", o)
+	}
+	cfg, err = Parse([]byte("auth: {issuers: [{issuer: https://idp.example.com}]}"), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.OAuth.Enabled() {
+		t.Error("oauth enabled without login_issuer")
+	}
+	_, err = Parse([]byte("auth: {issuers: [{issuer: https://i}]}\noauth: {login_issuer: https://i, client_id: h, access_ttl: 2h, refresh_ttl: 1h}"), env(nil))
+	if err == nil || !strings.Contains(err.Error(), "oauth.refresh_ttl: must not be shorter") {
+		t.Errorf("refresh shorter than access: %v", err)
 	}
 }
 

@@ -279,9 +279,6 @@ func suggest(t reflect.Type, key string) string {
 	for i := 0; i < t.NumField(); i++ {
 		known = append(known, tagName(t.Field(i)))
 	}
-	if t == reflect.TypeOf(Config{}) && key == "oauth" {
-		return " (the oauth authorization server is not available in this version)"
-	}
 	return " (known: " + strings.Join(known, ", ") + ")"
 }
 
@@ -392,6 +389,7 @@ func (c *Config) Validate() Problems {
 	if c.Delegation.MaxTTL <= 0 || c.Delegation.MaxTTL.D() > 24*time.Hour {
 		bad("delegation.max_ttl", "must be between 1s and 24h, got %s", c.Delegation.MaxTTL)
 	}
+	ps = append(ps, c.validateOAuth()...)
 	if c.RateLimit.RedisURL != "" {
 		if u, err := url.Parse(c.RateLimit.RedisURL); err != nil || !slices.Contains([]string{"redis", "rediss", "redis+sentinel", "redis+cluster", "unix"}, u.Scheme) {
 			bad("ratelimit.redis_url", "must be a redis://, rediss://, redis+sentinel:// or redis+cluster:// URL")
@@ -489,4 +487,41 @@ func secureURL(s string) error {
 		return nil
 	}
 	return fmt.Errorf("%q must use https (plain http is accepted only on loopback)", s)
+}
+
+// validateOAuth checks the optional oauth section: when any key is set,
+// login_issuer must be one of auth.issuers and client_id is required.
+func (c *Config) validateOAuth() Problems {
+	var ps Problems
+	bad := func(path, format string, args ...any) {
+		ps = append(ps, Problem{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	o := c.OAuth
+	if o.AccessTTL <= 0 || o.AccessTTL.D() > 24*time.Hour {
+		bad("oauth.access_ttl", "must be between 1s and 24h, got %s", o.AccessTTL)
+	}
+	if o.RefreshTTL <= 0 || o.RefreshTTL.D() > 90*24*time.Hour {
+		bad("oauth.refresh_ttl", "must be between 1s and 2160h (90 days), got %s", o.RefreshTTL)
+	} else if o.RefreshTTL < o.AccessTTL {
+		bad("oauth.refresh_ttl", "must not be shorter than oauth.access_ttl (%s)", o.AccessTTL)
+	}
+	if !o.Enabled() {
+		if o.ClientID != "" || o.ClientSecret != "" {
+			bad("oauth.login_issuer", "required when oauth.client_id or oauth.client_secret is set")
+		}
+		return ps
+	}
+	found := false
+	for _, is := range c.Auth.Issuers {
+		if is.Issuer == o.LoginIssuer {
+			found = true
+		}
+	}
+	if !found {
+		bad("oauth.login_issuer", "%q must be one of auth.issuers", o.LoginIssuer)
+	}
+	if o.ClientID == "" {
+		bad("oauth.client_id", "required: the gateway's client id at the login issuer")
+	}
+	return ps
 }

@@ -64,6 +64,11 @@ type Options struct {
 	Audience string
 	// Now is the clock used for iat/nbf/exp; defaults to time.Now.
 	Now func() time.Time
+	// Users are the people who can "sign in" at /authorize (no password:
+	// DEVELOPMENT ONLY). Without users and clients /authorize answers 501.
+	Users []User
+	// Clients are the relying parties allowed at /authorize and /token.
+	Clients []Client
 }
 
 // key is one signing key and its published identity.
@@ -87,6 +92,8 @@ type Issuer struct {
 
 	jwksRequests      atomic.Int64
 	discoveryRequests atomic.Int64
+
+	flow authFlow
 }
 
 // New returns an Issuer with one freshly generated signing key.
@@ -110,6 +117,17 @@ func New(opts Options) (*Issuer, error) {
 		now = time.Now
 	}
 	i := &Issuer{alg: alg, audience: opts.Audience, now: now, issuer: strings.TrimSuffix(opts.Issuer, "/")}
+	i.flow.init()
+	for _, u := range opts.Users {
+		if err := i.AddUser(u); err != nil {
+			return nil, err
+		}
+	}
+	for _, c := range opts.Clients {
+		if err := i.AddClient(c); err != nil {
+			return nil, err
+		}
+	}
 	if err := i.Rotate(); err != nil {
 		return nil, err
 	}
@@ -214,8 +232,8 @@ func (i *Issuer) JWKSRequests() int64 { return i.jwksRequests.Load() }
 // DiscoveryRequests returns how many times the discovery document has been served.
 func (i *Issuer) DiscoveryRequests() int64 { return i.discoveryRequests.Load() }
 
-// Handler serves discovery, the JWKS and placeholder authorize/token
-// endpoints under the issuer URL's path. It answers 503 until the issuer URL
+// Handler serves discovery, the JWKS and the authorization-code flow
+// (/authorize, /token: see [Options.Users]) under the issuer URL's path. It answers 503 until the issuer URL
 // is known (Options.Issuer or Start).
 func (i *Issuer) Handler() http.Handler {
 	return http.HandlerFunc(i.serveHTTP)
@@ -249,17 +267,17 @@ func (i *Issuer) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			"subject_types_supported":               []string{"public"},
 			"id_token_signing_alg_values_supported": []string{i.alg},
 			"grant_types_supported":                 []string{"authorization_code"},
+			"code_challenge_methods_supported":      []string{"S256"},
+			"scopes_supported":                      []string{"openid", "profile", "email"},
+			"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post", "none"},
 		})
 	case JWKSPath:
 		i.jwksRequests.Add(1)
 		writeJSON(w, http.StatusOK, i.JWKS())
 	case TokenPath:
-		writeJSON(w, http.StatusBadRequest, map[string]string{
-			"error":             "unsupported_grant_type",
-			"error_description": "development issuer: mint tokens with Issuer.Mint",
-		})
+		i.token(w, r)
 	case AuthorizePath:
-		http.Error(w, "development issuer: no interactive login", http.StatusNotImplemented)
+		i.authorize(w, r)
 	default:
 		http.NotFound(w, r)
 	}

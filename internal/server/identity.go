@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"strings"
+	"time"
 
 	"github.com/agentharness/harness/delegation"
+	"github.com/agentharness/harness/internal/audit"
 	"github.com/agentharness/harness/internal/authn"
 )
 
@@ -125,4 +129,24 @@ func (s *Server) VerifyToken(ctx context.Context, raw string) (*delegation.Subje
 		}
 	}
 	return sub, nil
+}
+
+// GrantRecorder returns a delegation.Exchange OnIssue hook that writes one
+// audit record per delegation issued (token exchange or OAuth consent), so
+// "who granted this agent that permission?" has an answer in the trail.
+func GrantRecorder(a AuditLog, environment string, log *slog.Logger) func(context.Context, delegation.Issued) {
+	return func(ctx context.Context, iss delegation.Issued) {
+		reason := fmt.Sprintf("delegated %s to %s until %s", strings.Join(iss.Scopes, " "), iss.Agent, iss.ExpiresAt.UTC().Format(time.RFC3339))
+		if iss.ParentID != "" {
+			reason += " (narrowed from " + iss.ParentID + ")"
+		}
+		rec := &audit.Record{
+			Kind: audit.KindGrant, Action: "delegate", Decision: decAllow, Reason: reason,
+			Subject: iss.Subject, Issuer: iss.SubjectIssuer, Agent: iss.Agent,
+			Delegation: iss.ID, Environment: environment,
+		}
+		if err := a.Write(ctx, rec); err != nil {
+			log.ErrorContext(ctx, "audit record of a delegation not written", "err", err, "delegation", iss.ID)
+		}
+	}
 }

@@ -74,6 +74,10 @@ type Options struct {
 	// Revocations answers whether a delegation was revoked; required when
 	// delegation tokens are accepted.
 	Revocations Revocations
+	// AuthorizationServer, when set, lists the gateway itself (public_url)
+	// first among the authorization servers of the protected-resource
+	// metadata: the gateway is the OAuth authorization server copilots use.
+	AuthorizationServer bool
 }
 
 // Server is the gateway's HTTP server.
@@ -92,6 +96,7 @@ type Server struct {
 	identity Asserter
 	tel      Telemetry
 	revoked  Revocations
+	selfAS   bool
 
 	mcp          *mcpserver.MCPServer
 	handler      http.Handler
@@ -115,6 +120,7 @@ func New(o Options) (*Server, error) {
 		authn: o.Authn, catalog: o.Catalog, policy: o.Policy, limiter: o.Limiter,
 		sessions: o.Sessions, audit: o.Audit, client: o.Client, ready: o.Ready,
 		identity: o.Identity, tel: o.Telemetry, revoked: o.Revocations,
+		selfAS: o.AuthorizationServer,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -165,7 +171,10 @@ func (s *Server) protectedResourceMetadata() http.Handler {
 }
 
 func (s *Server) authorizationServers() []string {
-	out := make([]string, 0, len(s.cfg.Auth.Issuers))
+	out := make([]string, 0, len(s.cfg.Auth.Issuers)+1)
+	if s.selfAS {
+		out = append(out, s.cfg.PublicURL)
+	}
 	for _, is := range s.cfg.Auth.Issuers {
 		out = append(out, is.Issuer)
 	}
