@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -25,9 +24,6 @@ const (
 	defaultMaxTokenTTL     = 15 * time.Minute
 	defaultPublishWindow   = time.Hour
 	defaultRefreshInterval = 2 * time.Second
-	// republishInterval is how often signing republishes the own key, so a
-	// store that lost it has it back soon.
-	republishInterval = time.Second
 	// maxJWTLen bounds the size of a token this package will parse.
 	maxJWTLen = 16 << 10
 	// typJWT and typAccessToken are the JWS "typ" header values of identity
@@ -138,8 +134,6 @@ type Keys struct {
 
 	pubMu          sync.Mutex
 	publishedUntil time.Time
-	lastPublish    time.Time
-	republishing   atomic.Bool
 
 	refreshMu   sync.Mutex // serialises store reads
 	cacheMu     sync.RWMutex
@@ -235,8 +229,26 @@ func (k *Keys) publishLocked(ctx context.Context, now time.Time) error {
 	if until.After(k.publishedUntil) {
 		k.publishedUntil = until
 	}
-	k.lastPublish = now
 	return nil
+}
+
+// Maintain republishes the own key every interval until ctx ends, so a
+// shared store that lost its data (a Redis restart or failover) has the key
+// back within one interval, and replicas started meanwhile verify what this
+// one signs.
+func (k *Keys) Maintain(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := k.publish(ctx, k.opts.Now()); err != nil {
+				k.log.WarnContext(ctx, "republishing the signing key failed; will retry", "kid", k.kid, "error", err)
+			}
+		}
+	}
 }
 
 // ensurePublished makes sure the own key stays published at least until exp.
@@ -246,20 +258,6 @@ func (k *Keys) ensurePublished(ctx context.Context, now, exp time.Time) error {
 	k.pubMu.Lock()
 	defer k.pubMu.Unlock()
 	if exp.Add(k.opts.MaxTokenTTL).Before(k.publishedUntil) {
-		// Long enough. Still republish now and then, off the signing path:
-		// a shared store that lost its data (a Redis restart or failover)
-		// gets the key back within republishInterval of the next signature.
-		if now.Sub(k.lastPublish) >= republishInterval && k.republishing.CompareAndSwap(false, true) {
-			k.lastPublish = now
-			go func() {
-				defer k.republishing.Store(false)
-				ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-				defer cancel()
-				if err := k.publish(ctx, now); err != nil {
-					k.log.WarnContext(ctx, "republishing the signing key failed; will retry", "kid", k.kid, "error", err)
-				}
-			}()
-		}
 		return nil
 	}
 	err := k.publishLocked(ctx, now)

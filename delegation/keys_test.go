@@ -399,10 +399,11 @@ func TestKeyRepublishedAfterStoreLoss(t *testing.T) {
 	if _, err := b.VerifySignature(ctx, tok); err == nil {
 		t.Fatal("verified a token whose key was never republished")
 	}
-	// …until a signs again past the republish interval.
-	c.Advance(republishInterval + time.Second)
-	tok = signExp(t, a, c, time.Minute)
-	// The republication runs off the signing path: poll for it.
+	// …until a's maintenance loop republishes it.
+	mctx, stop := context.WithCancel(ctx)
+	defer stop()
+	maintained := make(chan struct{})
+	go func() { a.Maintain(mctx, 5*time.Millisecond); close(maintained) }()
 	var verr error
 	for i := 0; i < 400; i++ {
 		c.Advance(3 * time.Second) // past b's refresh throttle
@@ -414,6 +415,8 @@ func TestKeyRepublishedAfterStoreLoss(t *testing.T) {
 	if verr != nil {
 		t.Fatalf("the key was not republished after the store lost it: %v", verr)
 	}
+	stop()
+	<-maintained
 
 	// A refresh that finds the own key missing republishes it at once.
 	store.wipe()

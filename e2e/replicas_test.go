@@ -744,23 +744,21 @@ func TestReplicasRedisOutage(t *testing.T) {
 	// third replica C started now (autoscaling after a Redis failover) knows
 	// nothing but what Redis holds, which makes this check deterministic.
 	t.Run("keys shared again after Redis restarts", func(t *testing.T) {
-		// Replicas republish their key at most a second apart while they
-		// sign (off the signing path), so C comes to know A's and B's keys
-		// shortly after they next sign: poll, signing on every round.
+		// Every replica republishes its key every few seconds, so C comes
+		// to know A's and B's keys shortly after the restart: poll.
 		rc := startGateway(t, rs.cfg)
-		var deleg2, fromB, kidA, kidB string
+		deleg2 := replicaDelegate(t, rs.a.URL, tok, "tool:up_count")
+		kidA := replicaKid(t, deleg2)
+		c := connect(t, rs.b.URL, tok, eras[0])
+		if res := callTool(t, c, "up_echo", nil); res.IsError {
+			t.Fatalf("up_echo on B: %s", resultText(res))
+		}
+		fromB := rs.up.lastAuth()
+		kidB := replicaKid(t, fromB)
 		var set jose.JSONWebKeySet
 		status := 0
-		deadline := time.Now().Add(15 * time.Second)
+		deadline := time.Now().Add(20 * time.Second)
 		for {
-			deleg2 = replicaDelegate(t, rs.a.URL, tok, "tool:up_count")
-			kidA = replicaKid(t, deleg2)
-			c := connect(t, rs.b.URL, tok, eras[0])
-			if res := callTool(t, c, "up_echo", nil); res.IsError {
-				t.Fatalf("up_echo on B: %s", resultText(res))
-			}
-			fromB = rs.up.lastAuth()
-			kidB = replicaKid(t, fromB)
 			resp := rawMCP(t, rc.URL, "Bearer "+deleg2, nil)
 			status = resp.StatusCode
 			set = replicaJWKS(t, rc.URL)

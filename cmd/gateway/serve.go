@@ -100,6 +100,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, grace time
 		}()
 	}
 	go reloadOnSIGHUP(bg, app, log)
+	// Keep the public key in the shared store even if it loses its data.
+	go app.keys.Maintain(bg, 5*time.Second)
 	go refreshLoop(bg, app, log)
 
 	log.Info("ready", "mcp", cfg.ResourceURL(), "listen", ln.Addr().String(), "startup", time.Since(start).Round(time.Millisecond))

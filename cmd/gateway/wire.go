@@ -26,6 +26,7 @@ import (
 type gatewayApp struct {
 	srv     *server.Server
 	policy  *policy.Engine
+	keys    *delegation.Keys
 	closers []func(context.Context) error
 }
 
@@ -99,6 +100,7 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *gatewa
 	if err != nil {
 		return nil, fmt.Errorf("signing keys: %w", err)
 	}
+	app.keys = keys
 
 	issuers := make([]authn.IssuerConfig, 0, len(cfg.Auth.Issuers)+1)
 	for _, is := range cfg.Auth.Issuers {

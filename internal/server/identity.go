@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/agentharness/harness/delegation"
@@ -39,12 +40,54 @@ func (s *Server) attachIdentity(ctx context.Context, h http.Header, p *authn.Pri
 		a.DelegationID, a.Scopes = d.ID, d.Scopes
 		a.Actors = d.Actors // prior actors; p.Agent is the current one
 	}
-	tok, err := s.identity.Assert(ctx, a)
-	if err != nil {
-		return err
+	key := tokenKeyFrom(ctx) + "|" + upstream
+	tok, ok := s.assertions.get(key, time.Now())
+	if !ok {
+		var err error
+		if tok, err = s.identity.Assert(ctx, a); err != nil {
+			return err
+		}
+		if key != "|"+upstream { // never share an assertion between credentials
+			s.assertions.put(key, tok, time.Now().Add(delegation.MaxAssertionTTL))
+		}
 	}
 	h.Set("Authorization", "Bearer "+tok)
 	return nil
+}
+
+// assertionCache keeps the assertion of one credential toward one upstream
+// while more than half of its life remains, so a busy agent does not cost a
+// signature per call. The assertion names the same human and agent either
+// way; the call itself is identified by its traceparent and audit record.
+type assertionCache struct {
+	mu sync.Mutex
+	m  map[string]cachedAssertion
+}
+
+type cachedAssertion struct {
+	tok     string
+	expires time.Time
+}
+
+const assertionCacheMax = 10000
+
+func (c *assertionCache) get(key string, now time.Time) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[key]
+	if !ok || e.expires.Sub(now) < delegation.MaxAssertionTTL/2 {
+		return "", false
+	}
+	return e.tok, true
+}
+
+func (c *assertionCache) put(key, tok string, expires time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= assertionCacheMax {
+		c.m = make(map[string]cachedAssertion) // bounded: start over rather than grow
+	}
+	c.m[key] = cachedAssertion{tok: tok, expires: expires}
 }
 
 func scopeAllows(scopes []string, tool string) bool {

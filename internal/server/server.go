@@ -104,6 +104,7 @@ type Server struct {
 	toolsVersion uint64
 	policyTools  []policy.Tool
 	visCache     visibleCache
+	assertions   assertionCache
 	auditErr     atomic.Pointer[error]
 }
 
