@@ -26,9 +26,12 @@ lint:
 	$(GO) vet $(PKGS)
 	$(GO) tool staticcheck $(PKGS)
 
-# Go benchmarks of the hot pieces (benchstat-friendly).
+# Go benchmarks of the hot pieces (benchstat-friendly), then the end-to-end
+# load benchmark (real binary, redis-server, both MCP eras; about 5 minutes),
+# which rewrites docs/benchmarks.md. Needs redis-server; not run in CI.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 $(PKGS)
+	$(GO) run ./bench -out docs/benchmarks.md
 
 demo:
 	$(GO) run ./cmd/gateway demo

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentharness/harness/internal/app"
 	"github.com/agentharness/harness/internal/audit"
 	"github.com/agentharness/harness/internal/config"
 	"github.com/agentharness/harness/policy"
@@ -48,7 +49,7 @@ func orMemory(redisURL string) string {
 	if redisURL == "" {
 		return "in memory"
 	}
-	return "on Redis " + redactURL(redisURL)
+	return "on Redis " + app.RedactURL(redisURL)
 }
 
 const auditUsage = `Usage:

@@ -6,13 +6,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/url"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/agentharness/harness/internal/app"
 	"github.com/agentharness/harness/internal/config"
 )
 
@@ -75,11 +75,11 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, grace time.Duration, ln net.Listener, ready func()) error {
 	start := time.Now()
 	log.Info("starting Harness", "version", version, "environment", cfg.Environment, "public_url", cfg.PublicURL)
-	app, err := build(ctx, cfg, log)
+	gw, err := app.Build(ctx, cfg, log, version)
 	if err != nil {
 		return err
 	}
-	defer app.close(context.Background())
+	defer gw.Close(context.Background())
 
 	if ln == nil {
 		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
@@ -94,27 +94,27 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, grace time
 	defer cancel()
 	if cfg.Policy.Dir != "" {
 		go func() {
-			if err := app.policy.Watch(bg); err != nil && bg.Err() == nil {
+			if err := gw.Policy.Watch(bg); err != nil && bg.Err() == nil {
 				log.Error("policy watcher stopped", "err", err)
 			}
 		}()
 	}
-	go reloadOnSIGHUP(bg, app, log)
+	go reloadOnSIGHUP(bg, gw, log)
 	// Keep the public key in the shared store even if it loses its data.
-	go app.keys.Maintain(bg, 5*time.Second)
-	go refreshLoop(bg, app, log)
+	go gw.Keys.Maintain(bg, 5*time.Second)
+	go refreshLoop(bg, gw, log)
 
 	log.Info("ready", "mcp", cfg.ResourceURL(), "listen", ln.Addr().String(), "startup", time.Since(start).Round(time.Millisecond))
 	if ready != nil {
 		ready()
 	}
-	err = app.srv.Serve(ctx, ln, grace)
+	err = gw.Server.Serve(ctx, ln, grace)
 	log.Info("stopped")
 	return err
 }
 
 // reloadOnSIGHUP reloads the policy and refreshes the tool catalogue.
-func reloadOnSIGHUP(ctx context.Context, app *gatewayApp, log *slog.Logger) {
+func reloadOnSIGHUP(ctx context.Context, gw *app.App, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -124,10 +124,10 @@ func reloadOnSIGHUP(ctx context.Context, app *gatewayApp, log *slog.Logger) {
 			return
 		case <-hup:
 			log.Info("SIGHUP: reloading policy and tools")
-			if err := app.policy.Reload(ctx); err != nil {
+			if err := gw.Policy.Reload(ctx); err != nil {
 				log.Error("policy reload failed; the last good policy stays", "err", err)
 			}
-			if err := app.srv.RefreshTools(ctx); err != nil {
+			if err := gw.Server.RefreshTools(ctx); err != nil {
 				log.Error("tool refresh incomplete", "err", err)
 			}
 		}
@@ -136,12 +136,12 @@ func reloadOnSIGHUP(ctx context.Context, app *gatewayApp, log *slog.Logger) {
 
 // refreshLoop retries broken upstream documents until they load, then
 // refreshes every catalogRefresh.
-func refreshLoop(ctx context.Context, app *gatewayApp, log *slog.Logger) {
+func refreshLoop(ctx context.Context, gw *app.App, log *slog.Logger) {
 	const catalogRefresh = 5 * time.Minute
 	retry := 5 * time.Second
 	for {
 		wait := catalogRefresh
-		if app.srv.ToolsBroken() {
+		if gw.Server.ToolsBroken() {
 			wait = retry
 			if retry < time.Minute {
 				retry *= 2
@@ -154,10 +154,8 @@ func refreshLoop(ctx context.Context, app *gatewayApp, log *slog.Logger) {
 			return
 		case <-time.After(wait):
 		}
-		if err := app.srv.RefreshTools(ctx); err != nil {
+		if err := gw.Server.RefreshTools(ctx); err != nil {
 			log.Warn("tool refresh incomplete", "err", err)
 		}
 	}
 }
-
-func parseURL(s string) (*url.URL, error) { return url.Parse(s) }

@@ -1,4 +1,7 @@
-package main
+// Package app wires a gateway from its configuration: every part built,
+// connected and handed to internal/server. The gateway binary and the
+// benchmarks use it, so what is measured is what runs.
+package app
 
 import (
 	"context"
@@ -6,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -22,28 +26,32 @@ import (
 	"github.com/agentharness/harness/tools"
 )
 
-// gatewayApp is a wired gateway and what must be closed when it stops.
-type gatewayApp struct {
-	srv     *server.Server
-	policy  *policy.Engine
-	keys    *delegation.Keys
+// App is a wired gateway and what must be closed when it stops.
+type App struct {
+	// Server is the HTTP server of the gateway.
+	Server *server.Server
+	// Policy is the policy engine (Watch and Reload it).
+	Policy *policy.Engine
+	// Keys are the signing keys (Maintain them).
+	Keys    *delegation.Keys
 	closers []func(context.Context) error
 }
 
-func (a *gatewayApp) close(ctx context.Context) {
+// Close releases what Build opened (telemetry flush, audit file, Redis).
+func (a *App) Close(ctx context.Context) {
 	for i := len(a.closers) - 1; i >= 0; i-- {
 		_ = a.closers[i](ctx)
 	}
 }
 
-// build wires every part from cfg. It fails on what cannot work (a broken
+// Build wires every part from cfg. It fails on what cannot work (a broken
 // policy, an unwritable audit file); an unreachable upstream or IdP is
-// reported and retried, never fatal.
-func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *gatewayApp, err error) {
-	app := &gatewayApp{}
+// reported and retried, never fatal. version names the build in telemetry.
+func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version string) (_ *App, err error) {
+	app := &App{}
 	defer func() {
 		if err != nil {
-			app.close(context.Background())
+			app.Close(context.Background())
 		}
 	}()
 	tel, err := telemetry.Setup(ctx, telemetry.Config{
@@ -82,7 +90,7 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *gatewa
 		st = rs
 		limiter = ratelimit.NewRedis(rdb, ratelimit.RedisOptions{Prefix: "harness:rl:", Timeout: rt})
 		ready["redis"] = rs.Ping
-		log.Info("shared state and rate limits on Redis", "redis", redactURL(cfg.RateLimit.RedisURL), "on_error", cfg.RateLimit.OnError)
+		log.Info("shared state and rate limits on Redis", "redis", RedactURL(cfg.RateLimit.RedisURL), "on_error", cfg.RateLimit.OnError)
 	} else {
 		st = store.NewMemory()
 		limiter = ratelimit.NewMemory()
@@ -100,7 +108,7 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *gatewa
 	if err != nil {
 		return nil, fmt.Errorf("signing keys: %w", err)
 	}
-	app.keys = keys
+	app.Keys = keys
 
 	issuers := make([]authn.IssuerConfig, 0, len(cfg.Auth.Issuers)+1)
 	for _, is := range cfg.Auth.Issuers {
@@ -116,7 +124,7 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *gatewa
 	if err != nil {
 		return nil, err
 	}
-	app.policy = pol
+	app.Policy = pol
 	if cfg.Policy.Dir == "" {
 		log.Info("policy: the embedded default policy", "revision", pol.Revision())
 	} else {
@@ -185,7 +193,7 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *gatewa
 		return nil, err
 	}
 	exchange.Verifier = srv
-	app.srv = srv
+	app.Server = srv
 	log.Info("delegation: token exchange at /oauth/token, revocation at /oauth/revoke", "max_ttl", cfg.Delegation.MaxTTL)
 	return app, nil
 }
@@ -199,7 +207,7 @@ func buildOAuth(cfg *config.Config, log *slog.Logger, st store.Store, exchange *
 			rolesClaim = is.RolesClaim
 		}
 	}
-	pub, err := parseURL(cfg.PublicURL)
+	pub, err := url.Parse(cfg.PublicURL)
 	if err != nil {
 		return nil, fmt.Errorf("public_url: %w", err)
 	}
@@ -288,9 +296,9 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// redactURL drops credentials from a URL before it is logged.
-func redactURL(s string) string {
-	u, err := parseURL(s)
+// RedactURL drops credentials from a URL before it is logged.
+func RedactURL(s string) string {
+	u, err := url.Parse(s)
 	if err != nil {
 		return "(unparsable)"
 	}

@@ -1,0 +1,57 @@
+package app
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/agentharness/harness/internal/config"
+)
+
+func TestRedactURL(t *testing.T) {
+	got := RedactURL("redis://user:s3cret@redis:6379/0")
+	if strings.Contains(got, "s3cret") || !strings.Contains(got, "redis:6379") {
+		t.Errorf("RedactURL = %q", got)
+	}
+	if got := RedactURL("://"); got != "(unparsable)" {
+		t.Errorf("RedactURL(garbage) = %q", got)
+	}
+}
+
+// TestBuildFailsCleanly: what cannot work stops the build with a clear
+// error (never a panic), and what can be retried does not.
+func TestBuildFailsCleanly(t *testing.T) {
+	dir := t.TempDir()
+	parse := func(yaml string) *config.Config {
+		t.Helper()
+		cfg, err := config.Parse([]byte(yaml), func(string) (string, bool) { return "", false })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	log := slog.New(slog.DiscardHandler)
+	base := "auth: {issuers: [{issuer: https://idp.invalid}]}\n"
+
+	// An unwritable audit path is fatal.
+	_, err := Build(context.Background(), parse(base+"audit: {path: "+filepath.Join(dir, "missing", "dir", "audit.log")+"}\n"), log, "test")
+	if err == nil || !strings.Contains(err.Error(), "audit") {
+		t.Errorf("unwritable audit: %v", err)
+	}
+	// An unreachable upstream and IdP are not: the gateway starts and
+	// /readyz says what is wrong.
+	a, err := Build(context.Background(), parse(base+"audit: {path: "+filepath.Join(dir, "audit.log")+"}\nupstreams: [{name: crm, base_url: http://127.0.0.1:1, openapi: http://127.0.0.1:1/openapi.json}]\n"), log, "test")
+	if err != nil {
+		t.Fatalf("unreachable upstream stopped the build: %v", err)
+	}
+	defer a.Close(context.Background())
+	rec := httptest.NewRecorder()
+	a.Server.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "upstream:crm") {
+		t.Errorf("readyz = %d %s", rec.Code, rec.Body.String())
+	}
+}
