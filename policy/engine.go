@@ -50,6 +50,7 @@ type state struct {
 	fingerprint string // what Watch compares against the files on disk
 	decide      rego.PreparedEvalQuery
 	list        rego.PreparedEvalQuery
+	memo        *memo // nil unless the policy's call decisions can be reused
 }
 
 // New loads, compiles and prepares the policy described by opts. A broken
@@ -93,12 +94,16 @@ func (e *Engine) build(ctx context.Context) (*state, error) {
 		}
 		st.fingerprint = fp.revision(e.opts.Query)
 	}
+	use := analyzeInput(src.modules) // before Compile rewrites the rules
 	c := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1)
 	if c.Compile(src.modules); c.Failed() {
 		return nil, fmt.Errorf("%w: %w", ErrLoad, c.Errors)
 	}
 	if len(c.GetRules(ref)) == 0 && !hasDoc(src.docs, ref) {
 		return nil, fmt.Errorf("%w: no rule defines the query %s", ErrLoad, ref)
+	}
+	if use.cacheable() {
+		st.memo = &memo{}
 	}
 	store := inmem.NewFromObjectWithOpts(src.docs, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
 	st.decide, err = rego.New(
@@ -153,9 +158,20 @@ func newID() string {
 // ErrMalformed). Every decision carries a fresh ID and the policy Revision.
 func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
 	st := e.cur.Load()
+	key := ""
+	now := time.Now()
+	if st.memo != nil && in != nil {
+		key = memoKey(in)
+		if d, ok := st.memo.get(key, now); ok && key != "" {
+			d.ID, d.Revision = newID(), st.revision
+			return d, nil
+		}
+	}
 	d, err := st.evalDecision(ctx, in)
 	if err != nil {
 		d = failed(err)
+	} else if key != "" {
+		st.memo.put(key, d, now)
 	}
 	d.ID = newID()
 	d.Revision = st.revision

@@ -172,13 +172,6 @@ test_delegation_does_not_add_roles if {
 	decide(inp).allow == false
 }
 
-test_delegation_expired if {
-	inp := json.patch(delegated(["tool:*"]), [{"op": "replace", "path": "/time", "value": "2026-01-01T00:05:00Z"}])
-	d := decide(inp)
-	d.allow == false
-	d.reason == "delegation dlg-1 has expired"
-}
-
 # --- detections ---
 
 test_secret_on_write_denied if {

@@ -38,6 +38,12 @@ type Input struct {
 	// Detections counts what the redaction detectors found in the arguments,
 	// by detector name (e.g. {"secret": 1}).
 	Detections map[string]int `json:"detections,omitempty"`
+	// CacheKey, when set, identifies the caller's credential (e.g. a hash
+	// of the token): the same key must always mean the same subject, agent
+	// and delegation. It lets Decide reuse the decision of a policy that
+	// reads neither arguments nor time (see memo.go). Not part of the
+	// policy's input.
+	CacheKey string `json:"-"`
 }
 
 // Subject is the human behind a request.

@@ -79,6 +79,7 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 	in := s.input(ctx, p, policy.ActionCall)
 	in.Tool = policyTool(tool)
 	in.Arguments = args
+	in.CacheKey = tokenKeyFrom(ctx) // the policy may reuse a decision for this credential
 	if found := redact.Scan(args, s.cfg.Redaction.Detectors); len(found) > 0 {
 		in.Detections = found
 	}
