@@ -418,7 +418,7 @@ func shortName(s string) string {
 // (2026-11-27, commit f9f7ea0 plus the working tree), not this run.
 const profileNotes = "\n### Profile of the hot path\n\n" +
 	"Profiled on 2026-11-27 (commit f9f7ea0 with the working tree of that day), not by this run. " +
-	"`bench/pipeline_test.go` wires the gateway in-process exactly as `cmd/gateway/wire.go` does (Redis, OTLP export to a discarding sink, audit file) and `BenchmarkPipeline` drives it with the mcp-go client:\n\n" +
+	"`bench/pipeline_test.go` wires the gateway in-process with `internal/app`, exactly as the binary is wired (Redis, OTLP export to a discarding sink, audit file) and `BenchmarkPipeline` drives it with the mcp-go client:\n\n" +
 	"```sh\n" +
 	"go test -run '^$' -bench 'Pipeline/full/modern/serial' -benchtime 3000x -cpuprofile cpu.out -memprofile mem.out -o bench.test ./bench\n" +
 	"go tool pprof -top -cum -focus 'otelhttp.\\(\\*middleware\\).serveHTTP' bench.test cpu.out\n" +
@@ -440,14 +440,17 @@ const profileNotes = "\n### Profile of the hot path\n\n" +
 	"| otelhttp server middleware (span, metrics) and the middleware chain | 47 µs | 22 µs | ~45 | `internal/server/server.go: New` (WrapMCP) |\n" +
 	"| garbage collection (whole process) | 100 µs | 65 µs | | |\n\n" +
 	"The mcp-go *client* costs 250–450 µs of CPU per call on the bench side (it unmarshals the result, structuredContent included, into maps): on 2 shared CPUs that alone keeps the throughput ratio in single digits against a plain HTTP GET.\n\n" +
-	"### What would close the gap\n\n" +
-	"1. **Sign the upstream assertion once per principal and upstream, not per call** (`internal/server/identity.go: attachIdentity`): cache the signed token by (token hash, upstream) and reuse it while at least half of its 60 s life remains. Saves one ES256 signature (40–90 µs, 158 allocations) on nearly every call. Product decision: `jti` is then per cached assertion, not per call.\n" +
-	"2. **Fewer spans per call**: a sampled call makes nine spans (otelhttp server, the authn stage, the tool call, five pipeline stages, otelhttp client). Make the stage spans optional (the stage histograms stay) or add a sampling ratio to `telemetry` (`internal/telemetry/telemetry.go: Setup` uses the SDK's always-on parent-based sampler when exporting). The tracing row above is its cost.\n" +
-	"3. **Less GC**: ~90 KB allocated per call on the gateway side with a ~50 MiB heap; the `GOGC=400` row shows the effect of GC frequency alone. Either set `GOGC`/`GOMEMLIMIT` in deployment docs or `debug.SetGCPercent` in `cmd/gateway/main.go`, and cut allocations (assertion, policy input, spans).\n" +
-	"4. **mcp-go** (upstream, `github.com/mark3labs/mcp-go` v1.2.1): a stateless request's body is unmarshalled three times (`handlePost`, `detectRequestEra`, `HandleMessage`), an ephemeral session is built per request (`newStreamableHttpSession`, ~9 KB), and the result's `structuredContent` (already compact JSON from `internal/server/pipeline.go: structured`) is validated and compacted again by `encoding/json`. Worth an upstream patch; nothing to change on the Harness side.\n" +
-	"5. **Policy** (`policy/engine.go: Engine.Decide`, 33–47 µs, 255 allocations): the default policy is already flat; a decision cache is possible only for policies that do not read `input.time` or the arguments.\n" +
-	"6. Small: `internal/server/chain.go: accessLog` builds its attributes on every request although it logs at debug level (guard with `s.log.Enabled`); `redact.Compile` runs per call (`pipeline.go: callTool`) and could be cached per decision's rules.\n\n" +
-	"Items 1–3 are worth roughly 150–250 µs of the gateway's CPU per call; with mcp-go's overhead and the network hops, a 100 µs CPU budget and a 250 µs added p50 are not reachable on this 2-CPU machine without replacing the MCP layer. " +
+	"The table above was taken before the changes listed next; the stage means and CPU columns of this run show their effect.\n\n" +
+	"### Done since that profile\n\n" +
+	"- **The upstream assertion is signed once per credential and upstream** and reused while at least half of its 60 s life remains (`internal/server/identity.go: assertionCache`): no ES256 signature on most calls.\n" +
+	"- **Policy decisions are reused** for up to 10 s per credential and tool when the policy calls no non-deterministic built-in and reads neither `input.arguments` nor `input.time` (`policy/memo.go`, found by walking the rules at load time); the default policy qualifies. The policy stage fell from 33–47 µs to about 5 µs.\n" +
+	"- **GC percent 400** by default unless `GOGC` is set (`cmd/gateway/main.go`), and the access log does no work unless debug logging is on (`internal/server/chain.go: accessLog`).\n\n" +
+	"### What would close the rest of the gap\n\n" +
+	"1. **Fewer spans per call**: a sampled call makes nine spans (otelhttp server, the authn stage, the tool call, five pipeline stages, otelhttp client). Make the stage spans optional (the stage histograms stay) or add a sampling ratio to `telemetry` (`internal/telemetry/telemetry.go: Setup` uses the SDK's always-on parent-based sampler when exporting).\n" +
+	"2. **mcp-go** (upstream, `github.com/mark3labs/mcp-go` v1.2.1): a stateless request's body is unmarshalled three times (`handlePost`, `detectRequestEra`, `HandleMessage`), an ephemeral session is built per request (`newStreamableHttpSession`, ~9 KB), and the result's `structuredContent` (already compact JSON from `internal/server/pipeline.go: structured`) is validated and compacted again by `encoding/json`. Worth an upstream patch.\n" +
+	"3. **Allocations**: tens of KB per call (policy input, spans, JSON); `redact.Compile` runs per call and could be cached per decision's rules.\n" +
+	"4. **The Redis round trip** dominates the gateway's own stages at concurrency 1 on this VM (loopback EVALSHA plus scheduling); with `redis_url` empty it disappears, at the price of per-replica limits.\n\n" +
+	"With mcp-go's overhead and the network hops, a 100 µs CPU budget and a 250 µs added p50 are not reachable on this 2-CPU machine without replacing the MCP layer. " +
 	"The throughput goal (35 % of a plain GET, same 2 CPUs) cannot be met while the MCP client in the same machine costs more than the whole direct call: it needs a load generator on other cores, or a direct baseline that also speaks MCP.\n"
 
 func (r *report) errorsContain(sub string) bool {
