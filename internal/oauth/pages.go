@@ -164,22 +164,34 @@ func displayName(name, id string) string {
 	return id
 }
 
+// postedForm reads a form posted from a Harness page: it needs a signed-in
+// session and the session's CSRF token, and answers the error page itself
+// (with signedOut or csrfFailed) when either is missing.
+func (s *Server) postedForm(w http.ResponseWriter, r *http.Request, signedOut, csrfFailed string) (*session, bool) {
+	if err := r.ParseForm(); err != nil {
+		s.errorPage(w, r, http.StatusBadRequest, "Invalid form", "The form could not be read.")
+		return nil, false
+	}
+	ss, ok := s.currentSession(r)
+	if !ok {
+		s.errorPage(w, r, http.StatusForbidden, "You are signed out", signedOut)
+		return nil, false
+	}
+	if !s.checkCSRF(r, ss) {
+		s.log.WarnContext(r.Context(), "oauth: form refused: CSRF check failed", "path", r.URL.Path, "subject", ss.Human.Subject)
+		s.errorPage(w, r, http.StatusForbidden, "This form has expired", csrfFailed)
+		return nil, false
+	}
+	return ss, true
+}
+
 // consentDecision serves POST /oauth/consent: approve or deny, with the
 // session's CSRF token. The pending request is used once.
 func (s *Server) consentDecision(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if err := r.ParseForm(); err != nil {
-		s.errorPage(w, r, http.StatusBadRequest, "Invalid form", "The form could not be read.")
-		return
-	}
-	ss, ok := s.currentSession(r)
+	ss, ok := s.postedForm(w, r, "Start again from your application. Nothing was shared.",
+		"The approval did not come from the Harness page (CSRF check failed). Nothing was shared.")
 	if !ok {
-		s.errorPage(w, r, http.StatusForbidden, "You are signed out", "Start again from your application. Nothing was shared.")
-		return
-	}
-	if !s.checkCSRF(r, ss) {
-		s.log.WarnContext(ctx, "oauth: consent refused: CSRF check failed", "subject", ss.Human.Subject)
-		s.errorPage(w, r, http.StatusForbidden, "This form has expired", "The approval did not come from the Harness page (CSRF check failed). Nothing was shared.")
 		return
 	}
 	rid := r.PostForm.Get("request")
@@ -260,17 +272,9 @@ func (s *Server) agentsPage(w http.ResponseWriter, r *http.Request) {
 // agentsRevoke serves POST /oauth/agents/revoke: the human ends a grant.
 func (s *Server) agentsRevoke(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if err := r.ParseForm(); err != nil {
-		s.errorPage(w, r, http.StatusBadRequest, "Invalid form", "The form could not be read.")
-		return
-	}
-	ss, ok := s.currentSession(r)
+	ss, ok := s.postedForm(w, r, "Sign in again to manage your agents.",
+		"The request did not come from the Harness page (CSRF check failed). Nothing was changed.")
 	if !ok {
-		s.errorPage(w, r, http.StatusForbidden, "You are signed out", "Sign in again to manage your agents.")
-		return
-	}
-	if !s.checkCSRF(r, ss) {
-		s.errorPage(w, r, http.StatusForbidden, "This form has expired", "The request did not come from the Harness page (CSRF check failed). Nothing was changed.")
 		return
 	}
 	gid := r.PostForm.Get("grant")
