@@ -17,6 +17,7 @@ import (
 	"github.com/agentharness/harness/internal/audit"
 	"github.com/agentharness/harness/internal/authn"
 	"github.com/agentharness/harness/internal/config"
+	"github.com/agentharness/harness/internal/idpexchange"
 	"github.com/agentharness/harness/internal/oauth"
 	"github.com/agentharness/harness/internal/ratelimit"
 	"github.com/agentharness/harness/internal/server"
@@ -35,6 +36,31 @@ type App struct {
 	// Keys are the signing keys (Maintain them).
 	Keys    *delegation.Keys
 	closers []func(context.Context) error
+}
+
+// upstreamExchangers are, by upstream, the token exchanges of the upstreams
+// with token_exchange: they get a token the company IdP issues for the human
+// (RFC 8693) instead of the gateway's assertion. Secrets are never logged.
+func upstreamExchangers(cfg *config.Config, client *http.Client, log *slog.Logger) (map[string]server.Exchanger, error) {
+	exchangers := map[string]server.Exchanger{}
+	for _, u := range cfg.Upstreams {
+		te := u.TokenExchange
+		if !te.Enabled() {
+			continue
+		}
+		ex, err := idpexchange.New(idpexchange.Config{
+			TokenURL: te.TokenURL, ClientID: te.ClientID, ClientSecret: te.ClientSecret,
+			Audience: te.Audience, Scope: te.Scope, Timeout: min(u.Timeout.D(), idpexchange.DefaultTimeout),
+			Client: client,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("upstreams %s token_exchange: %w", u.Name, err)
+		}
+		exchangers[u.Name] = ex
+		log.Info("upstream trusts only the IdP: it gets IdP tokens by token exchange; delegation tokens are refused for it",
+			"upstream", u.Name, "token_url", te.TokenURL, "client_id", te.ClientID, "audience", te.Audience)
+	}
+	return exchangers, nil
 }
 
 // Close releases what Build opened (telemetry flush, audit file, Redis).
@@ -179,11 +205,15 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 			routes[pattern] = h // /oauth/token and /oauth/revoke pass token exchange on
 		}
 	}
+	exchangers, err := upstreamExchangers(cfg, tel.HTTPClient(http.DefaultTransport.(*http.Transport).Clone()), log)
+	if err != nil {
+		return nil, err
+	}
 	srv, err := server.New(server.Options{
 		Config: cfg, Logger: log, Version: version,
 		Authn: an, Catalog: catalog, Policy: pol, Limiter: limiter,
 		Sessions: st, Audit: auditLog, Client: upstreamClient, Ready: ready,
-		Identity: keys, Revocations: st,
+		Identity: keys, Exchangers: exchangers, Revocations: st,
 		Telemetry:           tel,
 		WrapMCP:             func(h http.Handler) http.Handler { return tel.HTTPHandler(h, "mcp") },
 		Routes:              routes,

@@ -135,7 +135,30 @@ type Upstream struct {
 	OpenAPI string `yaml:"openapi"`
 	// Timeout bounds one call to the upstream.
 	Timeout Duration `yaml:"timeout"`
+	// TokenExchange, when set, sends this upstream a token the company IdP
+	// issued for the human by RFC 8693 token exchange, instead of the
+	// gateway's assertion: for upstreams that trust only the IdP.
+	TokenExchange TokenExchange `yaml:"token_exchange"`
 }
+
+// TokenExchange is how the gateway obtains, for one upstream, a token the
+// company IdP issues for the human (RFC 8693).
+type TokenExchange struct {
+	// TokenURL is the IdP's token endpoint (https; http only on loopback).
+	// Empty: the upstream gets the gateway's assertion.
+	TokenURL string `yaml:"token_url"`
+	// ClientID and ClientSecret are the gateway's client at the IdP, sent
+	// by HTTP Basic (write the secret as ${VAR}; it is never logged).
+	ClientID     string `yaml:"client_id"`
+	ClientSecret string `yaml:"client_secret"`
+	// Audience is what the IdP puts in aud; default the upstream's name.
+	Audience string `yaml:"audience"`
+	// Scope is asked for, space-separated; optional.
+	Scope string `yaml:"scope"`
+}
+
+// Enabled reports whether the upstream gets an IdP-issued token.
+func (t TokenExchange) Enabled() bool { return t.TokenURL != "" }
 
 // Redaction configures result redaction.
 type Redaction struct {

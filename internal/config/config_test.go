@@ -197,3 +197,35 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestUpstreamTokenExchange(t *testing.T) {
+	const base = "auth: {issuers: [{issuer: https://idp.example.com}]}\nupstreams:\n  - name: hr\n    base_url: http://127.0.0.1:8001\n    openapi: x.json\n"
+	cfg, err := Parse([]byte(base+"    token_exchange: {token_url: https://idp.example.com/token, client_id: gw, client_secret: '${HR_SECRET}', scope: hr.read}\n"),
+		env(map[string]string{"HR_SECRET": "s3cret"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	te := cfg.Upstreams[0].TokenExchange
+	if !te.Enabled() || te.ClientSecret != "s3cret" || te.Audience != "hr" || te.Scope != "hr.read" || te.ClientID != "gw" {
+		t.Errorf("token_exchange = %+v (audience defaults to the upstream name)", te)
+	}
+	cfg, err = Parse([]byte(base), env(nil))
+	if err != nil || cfg.Upstreams[0].TokenExchange.Enabled() {
+		t.Errorf("absent token_exchange: %v %+v", err, cfg)
+	}
+	for yaml, want := range map[string]string{
+		"    token_exchange: {token_url: http://idp.example.com/token, client_id: gw}\n":          "upstreams[0].token_exchange.token_url",
+		"    token_exchange: {client_id: gw}\n":                                                   "upstreams[0].token_exchange.token_url: required",
+		"    token_exchange: {token_url: https://idp.example.com/token}\n":                        "upstreams[0].token_exchange.client_id: required",
+		"    token_exchange: {token_url: https://i/t, client_id: gw, audince: x}\n":               "upstreams[0].token_exchange.audince: unknown key",
+		"    token_exchange: {token_url: https://i/t, client_id: gw, client_secret: '${NOPE}'}\n": "NOPE is not set",
+	} {
+		_, err := Parse([]byte(base+yaml), env(nil))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: err = %v, want %q", yaml, err, want)
+		}
+	}
+	if _, err := Parse([]byte(base+"    token_exchange: {token_url: http://127.0.0.1:9/token, client_id: gw}\n"), env(nil)); err != nil {
+		t.Errorf("http on loopback refused: %v", err)
+	}
+}

@@ -337,6 +337,9 @@ func (c *Config) fillDerived() {
 		if c.Upstreams[i].Timeout == 0 {
 			c.Upstreams[i].Timeout = Duration(DefaultUpstreamTimeout)
 		}
+		if te := &c.Upstreams[i].TokenExchange; te.Enabled() && te.Audience == "" {
+			te.Audience = c.Upstreams[i].Name
+		}
 	}
 }
 
@@ -426,6 +429,7 @@ func (c *Config) Validate() Problems {
 		if u.Timeout <= 0 {
 			bad(p+".timeout", "must be positive")
 		}
+		ps = append(ps, validateTokenExchange(p+".token_exchange", u.TokenExchange)...)
 	}
 	for i, det := range c.Redaction.Detectors {
 		if !slices.Contains(KnownDetectors, det) {
@@ -487,6 +491,33 @@ func secureURL(s string) error {
 		return nil
 	}
 	return fmt.Errorf("%q must use https (plain http is accepted only on loopback)", s)
+}
+
+// validateTokenExchange checks an upstream's optional token_exchange: when
+// any key is set, token_url (https, or http on loopback) and client_id are
+// required.
+func validateTokenExchange(p string, te TokenExchange) Problems {
+	var ps Problems
+	bad := func(path, format string, args ...any) {
+		ps = append(ps, Problem{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	if te == (TokenExchange{}) {
+		return nil
+	}
+	if !te.Enabled() {
+		bad(p+".token_url", "required when any token_exchange key is set: the IdP's token endpoint")
+	} else if err := checkURL(te.TokenURL, false); err != nil {
+		bad(p+".token_url", "%v", err)
+	} else if err := secureURL(te.TokenURL); err != nil {
+		bad(p+".token_url", "%v", err)
+	}
+	if te.ClientID == "" {
+		bad(p+".client_id", "required: the gateway's client id at the IdP")
+	}
+	if strings.ContainsAny(te.Audience, " \t\r\n") {
+		bad(p+".audience", "must be one audience without spaces")
+	}
+	return ps
 }
 
 // validateOAuth checks the optional oauth section: when any key is set,

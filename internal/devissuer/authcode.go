@@ -42,6 +42,10 @@ type Client struct {
 	Secret string
 	// RedirectURIs are matched exactly.
 	RedirectURIs []string
+	// TokenExchange lets the client use the RFC 8693 token-exchange grant
+	// at /token (see Issuer.tokenExchange); such a client needs a Secret and
+	// may have no RedirectURIs.
+	TokenExchange bool
 }
 
 // codeTTL is the life of an authorization code.
@@ -85,8 +89,11 @@ func (i *Issuer) AddUser(u User) error {
 
 // AddClient adds (or replaces) a relying party.
 func (i *Issuer) AddClient(c Client) error {
-	if c.ID == "" || len(c.RedirectURIs) == 0 {
+	if c.ID == "" || (len(c.RedirectURIs) == 0 && !c.TokenExchange) {
 		return errors.New("devissuer: client needs an id and redirect URIs")
+	}
+	if c.TokenExchange && c.Secret == "" {
+		return errors.New("devissuer: a token-exchange client needs a secret")
 	}
 	i.flow.mu.Lock()
 	defer i.flow.mu.Unlock()
@@ -240,7 +247,8 @@ func (i *Issuer) authorize(w http.ResponseWriter, r *http.Request) {
 	back(url.Values{"code": {code}})
 }
 
-// token serves /token for grant_type=authorization_code: the code (single
+// token serves /token for grant_type=authorization_code (and the token-exchange
+// grant, see tokenExchange): the code (single
 // use, 60 s) with the same client and redirect_uri and the PKCE verifier
 // gives an ID token (aud = client_id, nonce) and an access token for the user.
 func (i *Issuer) token(w http.ResponseWriter, r *http.Request) {
@@ -257,8 +265,12 @@ func (i *Issuer) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := r.PostForm
+	if f.Get("grant_type") == GrantTokenExchange {
+		i.tokenExchange(w, r)
+		return
+	}
 	if f.Get("grant_type") != "authorization_code" {
-		tokenErr(http.StatusBadRequest, "unsupported_grant_type", "only authorization_code")
+		tokenErr(http.StatusBadRequest, "unsupported_grant_type", "only authorization_code and "+GrantTokenExchange)
 		return
 	}
 	clientID, secret, basic := r.BasicAuth()

@@ -31,6 +31,17 @@ func tokenKeyFrom(ctx context.Context) string {
 	return k
 }
 
+// rawTokenKey holds the caller's bearer token for the life of one request,
+// for the one use that needs it: token exchange at the company IdP toward an
+// upstream that trusts only the IdP. It is never logged nor kept.
+type rawTokenKey struct{}
+
+// rawTokenFrom is the caller's bearer token, or "".
+func rawTokenFrom(ctx context.Context) string {
+	t, _ := ctx.Value(rawTokenKey{}).(string)
+	return t
+}
+
 // metadataURL is the RFC 9728 document for the /mcp resource.
 func (s *Server) metadataURL() string {
 	return s.cfg.PublicURL + "/.well-known/oauth-protected-resource/mcp"
@@ -94,6 +105,10 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		sum := sha256.Sum256([]byte(raw))
 		ctx = context.WithValue(ctx, principalKey, p)
 		ctx = context.WithValue(ctx, tokenHashKey, hex.EncodeToString(sum[:16]))
+		if p.Delegation == nil {
+			// Only a trusted IdP's own token can be exchanged there.
+			ctx = context.WithValue(ctx, rawTokenKey{}, raw)
+		}
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }

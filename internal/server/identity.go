@@ -20,10 +20,36 @@ type Asserter interface {
 	Assert(ctx context.Context, a delegation.Assertion) (string, error)
 }
 
+// Exchanger obtains from the company identity provider, by RFC 8693 token
+// exchange, a token it issues for the human toward one upstream (see
+// internal/idpexchange). Errors never contain a token.
+type Exchanger interface {
+	Exchange(ctx context.Context, subjectToken, upstream string) (token string, expiresAt time.Time, err error)
+}
+
+// ErrDelegationNotExchangeable refuses a delegation token toward an upstream
+// that accepts only the company IdP's tokens: the IdP did not issue it, so
+// it cannot be exchanged there.
+var ErrDelegationNotExchangeable = errors.New("a delegation token cannot be exchanged there")
+
+// identityError refuses a call for want of an identity the upstream accepts;
+// its message is safe to show the agent, the cause goes to the log.
+type identityError struct {
+	msg   string
+	cause error
+}
+
+func (e *identityError) Error() string { return e.msg }
+func (e *identityError) Unwrap() error { return e.cause }
+
 // attachIdentity sets Authorization on the upstream request to a short-lived
-// assertion signed by the gateway naming the human and the agent. The
-// agent's own token is never forwarded.
+// assertion signed by the gateway naming the human and the agent, or, for an
+// upstream that trusts only the company IdP, to a token the IdP issued for
+// the human by token exchange. The agent's own token is never forwarded.
 func (s *Server) attachIdentity(ctx context.Context, h http.Header, p *authn.Principal, upstream string) error {
+	if ex := s.exchangers[upstream]; ex != nil {
+		return s.attachExchanged(ctx, h, ex, p, upstream)
+	}
 	if s.identity == nil {
 		return nil
 	}
@@ -50,6 +76,31 @@ func (s *Server) attachIdentity(ctx context.Context, h http.Header, p *authn.Pri
 		if key != "|"+upstream { // never share an assertion between credentials
 			s.assertions.put(key, tok, time.Now().Add(delegation.MaxAssertionTTL))
 		}
+	}
+	h.Set("Authorization", "Bearer "+tok)
+	return nil
+}
+
+// attachExchanged sets Authorization to a token the company IdP issued for
+// the human toward upstream, exchanged for the token the caller presented.
+// Only a token of a trusted IdP can be exchanged there; a delegation token
+// (signed by the gateway) is refused. Every failure refuses the call: the
+// upstream is never called without its token, nor with the caller's own.
+func (s *Server) attachExchanged(ctx context.Context, h http.Header, ex Exchanger, p *authn.Principal, upstream string) error {
+	onlyIdP := fmt.Sprintf("upstream %s accepts only tokens from the company IdP", upstream)
+	if p.Delegation != nil {
+		return &identityError{onlyIdP + "; " + ErrDelegationNotExchangeable.Error(), ErrDelegationNotExchangeable}
+	}
+	raw := rawTokenFrom(ctx)
+	if raw == "" {
+		return &identityError{onlyIdP + ", and no token of the caller is at hand to exchange", nil}
+	}
+	tok, _, err := ex.Exchange(ctx, raw, upstream)
+	if err != nil {
+		return &identityError{fmt.Sprintf("upstream %s: the company identity provider did not issue a token for this call", upstream), err}
+	}
+	if tok == "" || tok == raw {
+		return &identityError{fmt.Sprintf("upstream %s: the identity provider returned no new token", upstream), nil}
 	}
 	h.Set("Authorization", "Bearer "+tok)
 	return nil

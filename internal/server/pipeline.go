@@ -142,6 +142,11 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 	// 6 invoke, with the gateway's assertion of who is calling.
 	hdr := http.Header{}
 	if err := s.attachIdentity(ctx, hdr, p, up.Name); err != nil {
+		var ie *identityError
+		if errors.As(err, &ie) {
+			s.log.WarnContext(ctx, "no identity the upstream accepts: call refused", "err", err, "cause", ie.cause, "tool", name)
+			return s.fail(ctx, c, ie.msg)
+		}
 		s.log.ErrorContext(ctx, "cannot sign the upstream identity assertion", "err", err)
 		return s.fail(ctx, c, "the gateway could not sign the identity assertion")
 	}

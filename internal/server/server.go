@@ -66,6 +66,9 @@ type Options struct {
 	Routes map[string]http.Handler
 	// Identity signs upstream identity assertions; nil sends none.
 	Identity Asserter
+	// Exchangers, by upstream name, obtain a token from the company IdP for
+	// upstreams that trust only the IdP; they get it instead of an assertion.
+	Exchangers map[string]Exchanger
 	// Telemetry receives traces and metrics; nil records nothing.
 	Telemetry Telemetry
 	// WrapMCP, if set, wraps the /mcp handler outermost (the HTTP server
@@ -82,21 +85,22 @@ type Options struct {
 
 // Server is the gateway's HTTP server.
 type Server struct {
-	cfg      *config.Config
-	log      *slog.Logger
-	version  string
-	authn    Authenticator
-	catalog  Catalog
-	policy   Decider
-	limiter  ratelimit.Limiter
-	sessions SessionStore
-	audit    AuditLog
-	client   *http.Client
-	ready    map[string]func(context.Context) error
-	identity Asserter
-	tel      Telemetry
-	revoked  Revocations
-	selfAS   bool
+	cfg        *config.Config
+	log        *slog.Logger
+	version    string
+	authn      Authenticator
+	catalog    Catalog
+	policy     Decider
+	limiter    ratelimit.Limiter
+	sessions   SessionStore
+	audit      AuditLog
+	client     *http.Client
+	ready      map[string]func(context.Context) error
+	identity   Asserter
+	exchangers map[string]Exchanger
+	tel        Telemetry
+	revoked    Revocations
+	selfAS     bool
 
 	mcp          *mcpserver.MCPServer
 	handler      http.Handler
@@ -120,7 +124,7 @@ func New(o Options) (*Server, error) {
 		cfg: o.Config, log: o.Logger, version: o.Version,
 		authn: o.Authn, catalog: o.Catalog, policy: o.Policy, limiter: o.Limiter,
 		sessions: o.Sessions, audit: o.Audit, client: o.Client, ready: o.Ready,
-		identity: o.Identity, tel: o.Telemetry, revoked: o.Revocations,
+		identity: o.Identity, exchangers: o.Exchangers, tel: o.Telemetry, revoked: o.Revocations,
 		selfAS: o.AuthorizationServer,
 	}
 	if s.log == nil {
