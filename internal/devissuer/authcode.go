@@ -273,13 +273,7 @@ func (i *Issuer) token(w http.ResponseWriter, r *http.Request) {
 		tokenErr(http.StatusBadRequest, "unsupported_grant_type", "only authorization_code and "+GrantTokenExchange)
 		return
 	}
-	clientID, secret, basic := r.BasicAuth()
-	if basic {
-		clientID, _ = url.QueryUnescape(clientID)
-		secret, _ = url.QueryUnescape(secret)
-	} else {
-		clientID, secret = f.Get("client_id"), f.Get("client_secret")
-	}
+	clientID, secret := clientCredentials(r)
 	c, ok := i.lookupClient(clientID)
 	if !ok || (c.Secret != "" && subtle.ConstantTimeCompare([]byte(c.Secret), []byte(secret)) != 1) {
 		tokenErr(http.StatusUnauthorized, "invalid_client", "unknown client or wrong secret")
@@ -342,4 +336,16 @@ func (u User) String() string {
 		return fmt.Sprintf("%s (%s)", u.Name, u.Subject)
 	}
 	return u.Subject
+}
+
+// clientCredentials reads a token request's client id and secret: HTTP Basic
+// (RFC 6749 §2.3.1, form-encoded) or the client_id/client_secret parameters.
+func clientCredentials(r *http.Request) (id, secret string) {
+	id, secret, basic := r.BasicAuth()
+	if basic {
+		id, _ = url.QueryUnescape(id)
+		secret, _ = url.QueryUnescape(secret)
+		return id, secret
+	}
+	return r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
 }

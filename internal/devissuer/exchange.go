@@ -4,7 +4,6 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"net/http"
-	"net/url"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -33,13 +32,7 @@ func (i *Issuer) tokenExchange(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, status, map[string]string{"error": code, "error_description": desc})
 	}
 	f := r.PostForm
-	clientID, secret, basic := r.BasicAuth()
-	if basic {
-		clientID, _ = url.QueryUnescape(clientID)
-		secret, _ = url.QueryUnescape(secret)
-	} else {
-		clientID, secret = f.Get("client_id"), f.Get("client_secret")
-	}
+	clientID, secret := clientCredentials(r)
 	c, ok := i.lookupClient(clientID)
 	if !ok || c.Secret == "" || subtle.ConstantTimeCompare([]byte(c.Secret), []byte(secret)) != 1 {
 		tokenErr(http.StatusUnauthorized, "invalid_client", "unknown client or wrong secret")
