@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -89,6 +90,13 @@ func Invoke(ctx context.Context, client *http.Client, up *Upstream, t *Tool, arg
 	}
 	resp, err := noRedirects(client).Do(req)
 	if err != nil {
+		// A *url.Error names the full URL, argument values included: keep
+		// only its cause, so errors (and the logs they reach) carry the
+		// method and the path template, never what the agent sent.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) && errors.Is(err, context.DeadlineExceeded) {
 			return nil, fmt.Errorf("upstream %q: %s %s: timed out after %s: %w", u.Name, t.Method, t.Path, u.Timeout, err)
 		}

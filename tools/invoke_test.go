@@ -173,3 +173,29 @@ func TestLoadDocument(t *testing.T) {
 		})
 	}
 }
+
+// TestInvokeErrorsCarryNoArgumentValues: a transport failure names the
+// upstream, the method and the path template, never the values the agent
+// sent (they may be personal data, and errors reach logs).
+func TestInvokeErrorsCarryNoArgumentValues(t *testing.T) {
+	tools, err := Convert("crm", []byte(`{"openapi":"3.1.0","info":{"title":"t","version":"1"},"paths":{
+ "/customers/{id}":{"get":{"operationId":"get","parameters":[
+  {"name":"id","in":"path","required":true,"schema":{"type":"string"}},
+  {"name":"q","in":"query","schema":{"type":"string"}}],"responses":{"200":{"description":"ok"}}}}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := &Upstream{Name: "crm", BaseURL: "http://127.0.0.1:1"} // nothing listens
+	_, err = Invoke(context.Background(), nil, up, tools[0], map[string]any{"id": "078-05-1120", "q": "secret-query-value"}, nil)
+	if err == nil {
+		t.Fatal("a call to a closed port succeeded")
+	}
+	for _, v := range []string{"078-05-1120", "secret-query-value"} {
+		if strings.Contains(err.Error(), v) {
+			t.Errorf("error %q carries the argument value %q", err, v)
+		}
+	}
+	if !strings.Contains(err.Error(), "/customers/{id}") {
+		t.Errorf("error %q does not name the path template", err)
+	}
+}
