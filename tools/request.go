@@ -317,7 +317,7 @@ func (t *Tool) NewRequest(ctx context.Context, up *Upstream, args map[string]any
 		if !ok || v == nil {
 			continue
 		}
-		if err := addQuery(q, p, v); err != nil {
+		if err := addQuery(q, p, v, t.queryWire); err != nil {
 			return nil, fmt.Errorf("%w: query argument %q: %w", ErrInvalidArguments, p.Arg, err)
 		}
 	}
@@ -476,7 +476,7 @@ func simpleValue(v any, explode bool) (string, error) {
 
 // addQuery adds one query argument in OpenAPI "form" (default), "deepObject",
 // "spaceDelimited" or "pipeDelimited" style.
-func addQuery(q url.Values, p param, v any) error {
+func addQuery(q url.Values, p param, v any, isQueryParam func(string) bool) error {
 	switch x := v.(type) {
 	case []any:
 		var parts []string
@@ -519,6 +519,12 @@ func addQuery(q url.Values, p param, v any) error {
 		}
 		if p.Explode {
 			for _, k := range keys {
+				// An exploded object's keys become query names of their
+				// own: one must not add to, or shadow, another parameter,
+				// or the upstream would see a value the policy never did.
+				if isQueryParam(k) || q.Has(k) {
+					return fmt.Errorf("key %q collides with another query parameter", k)
+				}
 				s, err := scalarString(x[k])
 				if err != nil {
 					return err
@@ -573,4 +579,15 @@ func quoteList(names []string) string {
 		q[i] = strconv.Quote(n)
 	}
 	return strings.Join(q, ", ")
+}
+
+// queryWire reports whether name is the wire name of one of t's query
+// parameters.
+func (t *Tool) queryWire(name string) bool {
+	for _, p := range t.params {
+		if p.In == "query" && p.Wire == name {
+			return true
+		}
+	}
+	return false
 }

@@ -316,3 +316,35 @@ func BenchmarkNewRequest(b *testing.B) {
 		})
 	}
 }
+
+// TestExplodedObjectCannotShadowAnotherParameter: the keys of an exploded
+// object query parameter become query names; they must not add a second
+// value to another parameter (the upstream would take the last one, the
+// policy saw the first).
+func TestExplodedObjectCannotShadowAnotherParameter(t *testing.T) {
+	ts, err := Convert("crm", []byte(`{"openapi":"3.1.0","info":{"title":"t","version":"1"},"paths":{
+ "/c":{"get":{"operationId":"list","parameters":[
+  {"name":"tenant_id","in":"query","schema":{"type":"string"}},
+  {"name":"filter","in":"query","schema":{"type":"object","additionalProperties":{"type":"string"}}},
+  {"name":"more","in":"query","schema":{"type":"object","additionalProperties":{"type":"string"}}}],
+  "responses":{"200":{"description":"ok"}}}}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := &Upstream{Name: "crm", BaseURL: "http://127.0.0.1:8000"}
+	for name, args := range map[string]map[string]any{
+		"shadows a parameter":     {"tenant_id": "acme", "filter": map[string]any{"tenant_id": "other"}},
+		"two objects share a key": {"filter": map[string]any{"status": "open"}, "more": map[string]any{"status": "closed"}},
+	} {
+		if _, err := ts[0].NewRequest(context.Background(), up, args); !errors.Is(err, ErrInvalidArguments) {
+			t.Errorf("%s: err = %v, want ErrInvalidArguments", name, err)
+		}
+	}
+	req, err := ts[0].NewRequest(context.Background(), up, map[string]any{"tenant_id": "acme", "filter": map[string]any{"status": "open"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := req.URL.Query(); got.Get("tenant_id") != "acme" || got.Get("status") != "open" || len(got["tenant_id"]) != 1 {
+		t.Errorf("query = %v", got)
+	}
+}
