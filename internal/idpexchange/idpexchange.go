@@ -79,12 +79,20 @@ func New(cfg Config) (*Exchanger, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("idpexchange: %q is not an absolute http(s) URL", cfg.TokenURL)
 	}
+	if u.User != nil {
+		return nil, errors.New("idpexchange: the token URL must not carry credentials (use client_id and client_secret)")
+	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
-	if cfg.Client == nil {
-		cfg.Client = &http.Client{}
+	// The request carries the human's token: a redirect must never send it
+	// on to another address.
+	var c http.Client
+	if cfg.Client != nil {
+		c = *cfg.Client
 	}
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	cfg.Client = &c
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

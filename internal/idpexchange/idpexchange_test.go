@@ -196,3 +196,24 @@ func TestExchangeUnreachableAndNoSubject(t *testing.T) {
 		t.Error("no client id accepted")
 	}
 }
+
+// TestExchangeNeverFollowsRedirects: the request carries the human's token;
+// a token endpoint that redirects must not make the gateway send it on.
+func TestExchangeNeverFollowsRedirects(t *testing.T) {
+	evil, evilHits := idp(t, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+	})
+	srv, _ := idp(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, evil.URL, http.StatusTemporaryRedirect)
+	})
+	_, _, err := newEx(t, srv.URL, nil).Exchange(context.Background(), subjectTok, "hr")
+	if !errors.Is(err, ErrExchange) {
+		t.Errorf("err = %v, want ErrExchange", err)
+	}
+	if evilHits.Load() != 0 {
+		t.Error("the redirect target received the exchange request (and the human's token)")
+	}
+	if _, err := New(Config{TokenURL: "https://user:pw@idp.example.com/token", ClientID: "x"}); err == nil {
+		t.Error("a token URL with credentials was accepted")
+	}
+}
