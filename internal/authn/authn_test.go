@@ -675,3 +675,23 @@ func TestConcurrentFirstUseFetchesOnce(t *testing.T) {
 		t.Errorf("discovery/JWKS fetches = %d/%d, want 1/1", d, j)
 	}
 }
+
+// TestClaimRoles: the roles of a sign-in (internal/oauth) are read exactly
+// as a token's: a claim whose name contains dots wins over the path.
+func TestClaimRoles(t *testing.T) {
+	claims := map[string]any{
+		"https://acme.example/roles": []any{"admin"},
+		"realm_access":               map[string]any{"roles": []any{"support", 7}},
+		"groups":                     "a b",
+	}
+	for path, want := range map[string]string{
+		"https://acme.example/roles": "admin",
+		"realm_access.roles":         "support",
+		"groups":                     "a,b",
+		"missing":                    "",
+	} {
+		if got := strings.Join(ClaimRoles(claims, path), ","); got != want {
+			t.Errorf("ClaimRoles(%q) = %q, want %q", path, got, want)
+		}
+	}
+}

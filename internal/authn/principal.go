@@ -167,6 +167,13 @@ func numericDate(v any) (time.Time, bool) {
 	return time.Unix(int64(sec), int64(frac*1e9)), true
 }
 
+// ClaimRoles reads roles from claims exactly as a Principal's roles are
+// read: the claim named path, else path as a dotted path; a string of
+// space-separated roles or an array of strings.
+func ClaimRoles(claims map[string]any, path string) []string {
+	return roles(lookup(claims, path))
+}
+
 // lookup returns the claim named path, or follows path as a dotted path
 // through nested objects when no claim has that exact name.
 func lookup(claims map[string]any, path string) any {

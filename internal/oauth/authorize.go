@@ -14,6 +14,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/agentharness/harness/delegation"
+	"github.com/agentharness/harness/internal/authn"
 )
 
 // authRequest is a pending authorization request, between /oauth/authorize
@@ -257,7 +258,7 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, r, http.StatusBadGateway, "Sign-in could not be completed", "The identity token is malformed.")
 		return
 	}
-	h := Human{Issuer: idt.Issuer, Subject: idt.Subject, Roles: rolesFrom(lookupClaim(claims, s.o.Login.RolesClaim)), Claims: claims}
+	h := Human{Issuer: idt.Issuer, Subject: idt.Subject, Roles: authn.ClaimRoles(claims, s.o.Login.RolesClaim), Claims: claims}
 	h.Email, _ = claims["email"].(string)
 	h.Name, _ = claims["name"].(string)
 	if err := s.newSession(w, r, h); err != nil {
@@ -283,35 +284,6 @@ func (s *Server) abortRequest(w http.ResponseWriter, r *http.Request, rid, code,
 		}
 	}
 	s.errorPage(w, r, http.StatusBadRequest, "Sign-in cancelled", "Nothing was shared. You can close this window.")
-}
-
-// lookupClaim follows a dotted path (realm_access.roles) in claims.
-func lookupClaim(claims map[string]any, path string) any {
-	var cur any = claims
-	for _, part := range strings.Split(path, ".") {
-		m, ok := cur.(map[string]any)
-		if !ok {
-			return nil
-		}
-		cur = m[part]
-	}
-	return cur
-}
-
-func rolesFrom(v any) []string {
-	switch x := v.(type) {
-	case string:
-		return strings.Fields(x)
-	case []any:
-		out := make([]string, 0, len(x))
-		for _, e := range x {
-			if s, ok := e.(string); ok && s != "" {
-				out = append(out, s)
-			}
-		}
-		return out
-	}
-	return nil
 }
 
 // --- sessions and cookies --------------------------------------------------
