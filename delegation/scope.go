@@ -87,11 +87,12 @@ func ScopeAllows(scopes []string, tool string) bool {
 	return false
 }
 
-// scopesCover reports whether every requested scope is covered by one of the
+// ScopesCover reports whether every requested scope is covered by one of the
 // granted scopes: each name the requested glob can match is matched by that
-// granted glob. The check is conservative (sound): it may refuse a request
-// that only a union of granted patterns covers.
-func scopesCover(granted, requested []string) (string, bool) {
+// granted glob; it returns the first that is not. The check is conservative
+// (sound): it may refuse a request that only a union of granted patterns
+// covers.
+func ScopesCover(granted, requested []string) (string, bool) {
 	for _, r := range requested {
 		if !scopeCovered(granted, r) {
 			return r, false

@@ -119,10 +119,14 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		s.writeTokenError(w, r, err)
 		return
 	}
-	for k, v := range form {
-		if len(v) > 1 {
-			s.writeTokenError(w, r, terr("invalid_request", "parameter "+k+" repeated"))
-			return
+	// Repeated parameters are refused for the grants served here; token
+	// exchange allows repeated resource and audience and checks its own.
+	if gt := form.Get("grant_type"); gt == "authorization_code" || gt == "refresh_token" {
+		for k, v := range form {
+			if len(v) > 1 {
+				s.writeTokenError(w, r, terr("invalid_request", "parameter "+k+" repeated"))
+				return
+			}
 		}
 	}
 	var resp map[string]any
@@ -176,7 +180,9 @@ func (s *Server) redeemCode(ctx context.Context, f url.Values) (map[string]any, 
 	if !ok {
 		if gid, used, err := s.o.KV.Get(ctx, "oauth:code-used:"+key); err == nil && used && len(gid) > 0 {
 			s.log.WarnContext(ctx, "oauth: authorization code reused: revoking its grant", "grant", string(gid))
-			_ = s.revokeGrant(ctx, string(gid), "authorization code reused")
+			if err := s.revokeGrant(ctx, string(gid), "authorization code reused"); err != nil {
+				return nil, unavailable(err)
+			}
 		}
 		return nil, terr("invalid_grant", "the code is unknown, expired or already used")
 	}
@@ -305,10 +311,8 @@ func (s *Server) refresh(ctx context.Context, f url.Values) (map[string]any, err
 		if err != nil {
 			return nil, terr("invalid_scope", "scope must be tool:<glob> values")
 		}
-		for _, x := range req {
-			if !slices.Contains(g.Scopes, x) {
-				return nil, terr("invalid_scope", "scope "+x+" was not approved")
-			}
+		if x, ok := delegation.ScopesCover(g.Scopes, req); !ok {
+			return nil, terr("invalid_scope", "scope "+x+" was not approved")
 		}
 		scopes = req
 	}
