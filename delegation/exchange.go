@@ -172,8 +172,9 @@ type Exchange struct {
 	Logger *slog.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
-	// OnIssue, if set, is called after each token is issued (audit).
-	OnIssue func(ctx context.Context, iss Issued)
+	// OnIssue, if set, is called for each token before it is handed out
+	// (audit); an error withholds the token (no grant goes unrecorded).
+	OnIssue func(ctx context.Context, iss Issued) error
 }
 
 // Claims are the verified claims of a delegation token.
@@ -491,7 +492,7 @@ func (e *Exchange) exchange(w http.ResponseWriter, r *http.Request) (*tokenRespo
 				return nil, badRequest("invalid_grant", "subject token is invalid, expired, revoked or untrusted")
 			}
 		}
-		if s, ok := scopesCover(g.Scopes, scopes); !ok {
+		if s, ok := ScopesCover(g.Scopes, scopes); !ok {
 			return nil, badRequest("invalid_scope", fmt.Sprintf("scope %q exceeds the delegated grant", s))
 		}
 		if g.Actors[0] == agent {
@@ -568,11 +569,13 @@ func (e *Exchange) exchange(w http.ResponseWriter, r *http.Request) (*tokenRespo
 		"subject", subj.Subject, "subject_issuer", subj.Issuer, "agent", agent,
 		"scope", scope, "expires_in", exp-iat)
 	if e.OnIssue != nil {
-		e.OnIssue(ctx, Issued{
+		if err := e.OnIssue(ctx, Issued{
 			ID: jti, ParentID: parent, Subject: subj.Subject, SubjectIssuer: subj.Issuer,
 			Agent: agent, Actors: chain[1:], Scopes: scopes,
 			IssuedAt: time.Unix(iat, 0), ExpiresAt: time.Unix(exp, 0),
-		})
+		}); err != nil {
+			return nil, oerr(http.StatusServiceUnavailable, "temporarily_unavailable", "the grant could not be recorded", err)
+		}
 	}
 	return &tokenResponse{
 		AccessToken:     tok,
@@ -870,7 +873,9 @@ func (e *Exchange) Issue(ctx context.Context, subject *Subject, agent string, sc
 	e.log().InfoContext(ctx, "delegation issued", "id", jti, "subject", subject.Subject,
 		"subject_issuer", subject.Issuer, "agent", agent, "scope", scope, "expires_in", exp-iat, "grant", "authorization_code")
 	if e.OnIssue != nil {
-		e.OnIssue(ctx, iss)
+		if err := e.OnIssue(ctx, iss); err != nil {
+			return "", Issued{}, fmt.Errorf("issue: the grant could not be recorded: %w", err)
+		}
 	}
 	return tok, iss, nil
 }

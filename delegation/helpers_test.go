@@ -146,7 +146,7 @@ func newEnv(t testing.TB) *env {
 		Audience:    testAudience,
 		MaxTTL:      15 * time.Minute,
 		Now:         c.Now,
-		OnIssue:     func(_ context.Context, iss Issued) { e.issued = append(e.issued, iss) },
+		OnIssue:     func(_ context.Context, iss Issued) error { e.issued = append(e.issued, iss); return nil },
 	}
 	e.verifier.ex = e.ex
 	return e

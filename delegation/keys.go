@@ -312,6 +312,27 @@ func (k *Keys) VerifySignature(ctx context.Context, jwt string) ([]byte, error) 
 	return payload, err
 }
 
+// AccessTokenKeySet is the key set for verifying delegation tokens where a
+// bearer token is expected (/mcp): like Keys, but a token of another type
+// signed with the same keys — an upstream assertion, a transaction token —
+// is refused whatever its audience.
+func (k *Keys) AccessTokenKeySet() AccessTokenKeySet { return AccessTokenKeySet{k} }
+
+// AccessTokenKeySet verifies only delegation tokens (typ at+jwt).
+type AccessTokenKeySet struct{ k *Keys }
+
+// VerifySignature has the shape of go-oidc's KeySet.
+func (a AccessTokenKeySet) VerifySignature(ctx context.Context, jwt string) ([]byte, error) {
+	payload, typ, err := a.k.verify(ctx, jwt)
+	if err != nil {
+		return nil, err
+	}
+	if typ != typAccessToken {
+		return nil, fmt.Errorf("verify: a %q token is not a delegation token", typ)
+	}
+	return payload, nil
+}
+
 // verify returns the payload and the "typ" header of a token signed by us.
 func (k *Keys) verify(ctx context.Context, raw string) ([]byte, string, error) {
 	if len(raw) > maxJWTLen {

@@ -429,3 +429,23 @@ func TestKeyRepublishedAfterStoreLoss(t *testing.T) {
 		t.Fatalf("after a refresh found its key missing, the store holds %d keys (%v)", len(raws), err)
 	}
 }
+
+// TestAccessTokenKeySetRefusesOtherTypes: an upstream assertion, signed with
+// the same key, never passes for a delegation token.
+func TestAccessTokenKeySetRefusesOtherTypes(t *testing.T) {
+	ctx := context.Background()
+	k, err := NewKeys(ctx, NewMemoryKeyStore(), KeyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertion, err := k.Assert(ctx, Assertion{Issuer: "https://gw", Audience: "https://gw/mcp", Subject: "alice", Actor: "agent"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.VerifySignature(ctx, assertion); err != nil {
+		t.Fatalf("the plain key set refused a valid signature: %v", err)
+	}
+	if _, err := k.AccessTokenKeySet().VerifySignature(ctx, assertion); err == nil {
+		t.Error("an upstream assertion passed the delegation-token key set")
+	}
+}

@@ -140,7 +140,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 	for _, is := range cfg.Auth.Issuers {
 		issuers = append(issuers, authn.IssuerConfig{Issuer: is.Issuer, Audiences: is.Audiences, RolesClaim: is.RolesClaim, AgentClaim: is.AgentClaim})
 	}
-	issuers = append(issuers, authn.IssuerConfig{Issuer: cfg.PublicURL, Audiences: []string{cfg.ResourceURL()}, KeySet: keys, Delegation: true})
+	issuers = append(issuers, authn.IssuerConfig{Issuer: cfg.PublicURL, Audiences: []string{cfg.ResourceURL()}, KeySet: keys.AccessTokenKeySet(), Delegation: true})
 	an, err := authn.New(ctx, authn.Config{Issuers: issuers, Logger: log.With("component", "authn")})
 	if err != nil {
 		return nil, fmt.Errorf("authentication: %w", err)
@@ -188,7 +188,6 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 	exchange := &delegation.Exchange{
 		Keys: keys, Revocations: st, Issuer: cfg.PublicURL, Audience: cfg.ResourceURL(),
 		MaxTTL: cfg.Delegation.MaxTTL.D(), Logger: log.With("component", "delegation"),
-		OnIssue: server.GrantRecorder(auditLog, cfg.Environment, log.With("component", "audit")),
 	}
 	routes := map[string]http.Handler{
 		"GET /metrics":               tel.MetricsHandler(),
@@ -223,6 +222,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		return nil, err
 	}
 	exchange.Verifier = srv
+	exchange.OnIssue = srv.RecordGrant
 	app.Server = srv
 	log.Info("delegation: token exchange at /oauth/token, revocation at /oauth/revoke", "max_ttl", cfg.Delegation.MaxTTL)
 	return app, nil

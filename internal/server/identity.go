@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -141,10 +140,6 @@ func (c *assertionCache) put(key, tok string, expires time.Time) {
 	c.m[key] = cachedAssertion{tok: tok, expires: expires}
 }
 
-func scopeAllows(scopes []string, tool string) bool {
-	return delegation.ScopeAllows(scopes, tool)
-}
-
 // Revocations records revoked delegations, shared by every replica.
 type Revocations interface {
 	IsRevoked(ctx context.Context, id string) (bool, error)
@@ -225,22 +220,27 @@ func (s *Server) VerifyToken(ctx context.Context, raw string) (*delegation.Subje
 	return sub, nil
 }
 
-// GrantRecorder returns a delegation.Exchange OnIssue hook that writes one
-// audit record per delegation issued (token exchange or OAuth consent), so
-// "who granted this agent that permission?" has an answer in the trail.
-func GrantRecorder(a AuditLog, environment string, log *slog.Logger) func(context.Context, delegation.Issued) {
-	return func(ctx context.Context, iss delegation.Issued) {
-		reason := fmt.Sprintf("delegated %s to %s until %s", strings.Join(iss.Scopes, " "), iss.Agent, iss.ExpiresAt.UTC().Format(time.RFC3339))
-		if iss.ParentID != "" {
-			reason += " (narrowed from " + iss.ParentID + ")"
-		}
-		rec := &audit.Record{
-			Kind: audit.KindGrant, Action: "delegate", Decision: decAllow, Reason: reason,
-			Subject: iss.Subject, Issuer: iss.SubjectIssuer, Agent: iss.Agent,
-			Delegation: iss.ID, Environment: environment,
-		}
-		if err := a.Write(ctx, rec); err != nil {
-			log.ErrorContext(ctx, "audit record of a delegation not written", "err", err, "delegation", iss.ID)
+// RecordGrant writes the audit record of a delegation issued (token exchange
+// or OAuth consent), so "who granted this agent that permission?" has an
+// answer in the trail. It is the delegation.Exchange OnIssue hook: when the
+// record cannot be written and audit.on_error is deny, the grant is withheld.
+func (s *Server) RecordGrant(ctx context.Context, iss delegation.Issued) error {
+	reason := fmt.Sprintf("delegated %s to %s until %s", strings.Join(iss.Scopes, " "), iss.Agent, iss.ExpiresAt.UTC().Format(time.RFC3339))
+	if iss.ParentID != "" {
+		reason += " (narrowed from " + iss.ParentID + ")"
+	}
+	rec := &audit.Record{
+		Kind: audit.KindGrant, Action: "delegate", Decision: decAllow, Reason: reason,
+		Subject: iss.Subject, Issuer: iss.SubjectIssuer, Agent: iss.Agent,
+		Delegation: iss.ID, Environment: s.cfg.Environment,
+	}
+	err := s.audit.Write(ctx, rec)
+	s.setAuditErr(err)
+	if err != nil {
+		s.log.ErrorContext(ctx, "audit record of a delegation not written", "err", err, "delegation", iss.ID)
+		if s.cfg.Audit.OnError != "allow" {
+			return err
 		}
 	}
+	return nil
 }

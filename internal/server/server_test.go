@@ -17,6 +17,7 @@ import (
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/agentharness/harness/delegation"
 	"github.com/agentharness/harness/internal/audit"
 	"github.com/agentharness/harness/internal/authn"
 	"github.com/agentharness/harness/internal/config"
@@ -469,5 +470,20 @@ func TestUnauthenticated(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusRequestEntityTooLarge {
 		t.Errorf("oversized body: %d", resp.StatusCode)
+	}
+}
+
+func TestGrantWithheldWhenUnrecorded(t *testing.T) {
+	f := newFixture(t, fixtureOpts{})
+	iss := delegation.Issued{ID: "d-9", Subject: "alice", Agent: "agent-42", Scopes: []string{"tool:crm_*"}, ExpiresAt: time.Now().Add(time.Minute)}
+	if err := f.srv.RecordGrant(context.Background(), iss); err != nil {
+		t.Fatal(err)
+	}
+	if recs := f.audit.records(); len(recs) != 1 || recs[0].Kind != audit.KindGrant || recs[0].Delegation != "d-9" {
+		t.Errorf("grant record: %+v", recs)
+	}
+	f.audit.failing.Store(true)
+	if err := f.srv.RecordGrant(context.Background(), iss); err == nil {
+		t.Error("an unrecorded grant was let through (audit.on_error: deny)")
 	}
 }
