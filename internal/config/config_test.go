@@ -229,3 +229,27 @@ func TestUpstreamTokenExchange(t *testing.T) {
 		t.Errorf("http on loopback refused: %v", err)
 	}
 }
+
+// TestProblemsNeverEchoPasswords: a URL with credentials is refused without
+// printing them, and the Redis URL is judged by the limiter's own parser.
+func TestProblemsNeverEchoPasswords(t *testing.T) {
+	_, err := Parse([]byte(`auth: {issuers: [{issuer: "https://u:hunter2@idp.example.com"}]}
+upstreams: [{name: crm, base_url: "http://svc:hunter2@crm:8000", openapi: a.json}]
+ratelimit: {redis_url: "redis://:hunter2@redis:6379/0?bogus=1"}
+`), env(nil))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "hunter2") {
+		t.Errorf("a password is echoed:\n%s", msg)
+	}
+	for _, want := range []string{"auth.issuers[0].issuer:", "must not carry credentials", "upstreams[0].base_url:", "ratelimit.redis_url:"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("missing %q in:\n%s", want, msg)
+		}
+	}
+	if _, err := Parse([]byte("auth: {issuers: [{issuer: https://idp.example.com}]}\nratelimit: {redis_url: \"rediss+cluster://h1:7000?addr=h2:7000\"}\n"), env(nil)); err != nil {
+		t.Errorf("a TLS cluster URL was refused: %v", err)
+	}
+}

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/agentharness/harness/internal/ratelimit"
 )
 
 // EnvPrefix prefixes the environment variables that override scalar keys:
@@ -394,8 +396,9 @@ func (c *Config) Validate() Problems {
 	}
 	ps = append(ps, c.validateOAuth()...)
 	if c.RateLimit.RedisURL != "" {
-		if u, err := url.Parse(c.RateLimit.RedisURL); err != nil || !slices.Contains([]string{"redis", "rediss", "redis+sentinel", "redis+cluster", "unix"}, u.Scheme) {
-			bad("ratelimit.redis_url", "must be a redis://, rediss://, redis+sentinel:// or redis+cluster:// URL")
+		// The limiter's own parser decides (its errors never echo the URL).
+		if err := ratelimit.CheckRedisURL(c.RateLimit.RedisURL); err != nil {
+			bad("ratelimit.redis_url", "%v", err)
 		}
 	}
 	if c.RateLimit.Default.Requests <= 0 {
@@ -464,14 +467,18 @@ func checkURL(s string, noPath bool) error {
 		return errors.New("required")
 	}
 	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("%q is not an absolute http(s) URL", s)
+	if err != nil {
+		return errors.New("is not a valid URL") // the text may hold a password: not echoed
+	}
+	shown := u.Redacted() // never echo a password from the config
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute http(s) URL", shown)
 	}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("%q must not carry credentials, a query or a fragment", s)
+		return fmt.Errorf("%q must not carry credentials, a query or a fragment", shown)
 	}
 	if noPath && u.Path != "" && u.Path != "/" {
-		return fmt.Errorf("%q must not have a path", s)
+		return fmt.Errorf("%q must not have a path", shown)
 	}
 	return nil
 }

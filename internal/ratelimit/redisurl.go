@@ -72,6 +72,13 @@ func ParseRedisURL(raw string, timeout ...time.Duration) (redis.UniversalClient,
 	}
 }
 
+// CheckRedisURL reports whether raw is a URL ParseRedisURL accepts, without
+// creating a client. Errors never echo the URL (it may hold a password).
+func CheckRedisURL(raw string) error {
+	_, err := parseRedisURL(raw, 0)
+	return err
+}
+
 // parseRedisURL does the work of ParseRedisURL without creating a client.
 func parseRedisURL(raw string, timeout time.Duration) (redisConfig, error) {
 	readTimeout, writeTimeout, poolTimeout := defaultReadTimeout, defaultWriteTimeout, defaultPoolTimeout
