@@ -162,7 +162,9 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
 	now := time.Now()
 	if st.memo != nil && in != nil {
 		key = memoKey(in)
-		if d, ok := st.memo.get(key, now); ok && key != "" {
+	}
+	if key != "" {
+		if d, ok := st.memo.get(key, now); ok {
 			d.ID, d.Revision = newID(), st.revision
 			return d, nil
 		}

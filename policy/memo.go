@@ -35,9 +35,25 @@ type inputUse struct {
 	skip          map[*ast.Term]bool
 }
 
+// memoCovered are the input keys memoKey accounts for (subject, agent and
+// delegation through Input.CacheKey). A policy reading any other key — the
+// arguments, the time, or a key added to the input later — is not reused.
+var memoCovered = map[string]bool{
+	"action": true, "subject": true, "agent": true, "delegation": true,
+	"tool": true, "environment": true, "detections": true,
+}
+
 // cacheable reports whether decisions depend only on what the memo key holds.
 func (u inputUse) cacheable() bool {
-	return !u.everything && !u.nondetermined && !u.keys["arguments"] && !u.keys["time"]
+	if u.everything || u.nondetermined {
+		return false
+	}
+	for k := range u.keys {
+		if !memoCovered[k] {
+			return false
+		}
+	}
+	return true
 }
 
 // analyzeInput walks every rule and import of the policy as written (the

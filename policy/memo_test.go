@@ -32,6 +32,7 @@ func TestMemoOnlyForDeterministicPolicies(t *testing.T) {
 		{"walks input", "decision := {\"allow\": count([x | walk(input, x)]) > 0}", false},
 		{"non-deterministic builtin", `decision := {"allow": time.now_ns() > 0}`, false},
 		{"arguments in a helper rule", "helper if input.arguments.x\ndecision := {\"allow\": helper}", false},
+		{"a key the memo does not cover", `decision := {"allow": input.client_ip == "10.0.0.1"}`, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
