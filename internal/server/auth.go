@@ -105,8 +105,9 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		sum := sha256.Sum256([]byte(raw))
 		ctx = context.WithValue(ctx, principalKey, p)
 		ctx = context.WithValue(ctx, tokenHashKey, hex.EncodeToString(sum[:16]))
-		if p.Delegation == nil {
-			// Only a trusted IdP's own token can be exchanged there.
+		if p.Delegation == nil && len(s.exchangers) > 0 {
+			// Only a trusted IdP's own token can be exchanged, and only
+			// upstreams with token_exchange need it.
 			ctx = context.WithValue(ctx, rawTokenKey{}, raw)
 		}
 		next.ServeHTTP(w, r.WithContext(ctx))

@@ -124,9 +124,6 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 			slog.Duration("duration", time.Since(start)),
 			slog.String("request_id", RequestID(r.Context())),
 		}
-		if p := principalFrom(r.Context()); p != nil {
-			attrs = append(attrs, slog.String("subject", p.Subject), slog.String("agent", p.Agent))
-		}
 		s.log.LogAttrs(r.Context(), slog.LevelDebug, "request", attrs...)
 	})
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
+	"github.com/agentharness/harness/delegation"
 	"github.com/agentharness/harness/internal/authn"
 	"github.com/agentharness/harness/policy"
 	"github.com/agentharness/harness/tools"
@@ -47,6 +48,12 @@ func (s *Server) newMCP() http.Handler {
 // start and whenever a refresh changes the catalogue.
 func (s *Server) syncTools() {
 	v := s.catalog.Version()
+	s.toolsMu.RLock()
+	current := s.toolsVersion == v && s.policyTools != nil
+	s.toolsMu.RUnlock()
+	if current { // the common case: no write lock on the call path
+		return
+	}
 	s.toolsMu.Lock()
 	defer s.toolsMu.Unlock()
 	if s.toolsVersion == v && s.policyTools != nil {
@@ -177,7 +184,7 @@ func (s *Server) visible(ctx context.Context, p *authn.Principal) map[string]boo
 	}
 	if d := p.Delegation; d != nil {
 		for name := range allowed {
-			if !scopeAllows(d.Scopes, name) {
+			if !delegation.ScopeAllows(d.Scopes, name) {
 				delete(allowed, name)
 			}
 		}

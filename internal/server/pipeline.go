@@ -14,6 +14,7 @@ import (
 	mcpserver "github.com/mark3labs/mcp-go/server"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/agentharness/harness/delegation"
 	"github.com/agentharness/harness/internal/audit"
 	"github.com/agentharness/harness/internal/authn"
 	"github.com/agentharness/harness/internal/ratelimit"
@@ -98,7 +99,7 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 	if !dec.Allow {
 		return s.deny(ctx, c, orDefault(dec.Reason, "the policy does not allow this call"))
 	}
-	if d := p.Delegation; d != nil && !scopeAllows(d.Scopes, name) {
+	if d := p.Delegation; d != nil && !delegation.ScopeAllows(d.Scopes, name) {
 		return s.deny(ctx, c, fmt.Sprintf("delegation %s does not include %s", d.ID, name))
 	}
 	if !s.visible(ctx, p)[name] {
@@ -130,7 +131,6 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 	case !res.Allowed:
 		retry := res.RetryAfter.Round(time.Millisecond)
 		msg := fmt.Sprintf("rate limited: %d requests per %s for %s; retry after %s", lim.Requests, lim.Per, name, retry)
-		c.rec.Reason = msg
 		return s.finish(ctx, c, decRateLimited, msg, mcp.NewToolResultError(msg))
 	}
 
@@ -278,7 +278,7 @@ func (s *Server) limitFor(p *authn.Principal, tool string, rl *policy.RateLimit)
 		key = rl.Key
 	}
 	if key == "" {
-		lim.Key = ratelimit.Key(p.Issuer+"|"+p.Subject+"|"+p.Agent, tool)
+		lim.Key = ratelimit.Key(humanIssuer(p)+"|"+p.Subject+"|"+p.Agent, tool) // a delegation shares its human's bucket
 	} else {
 		lim.Key = ratelimit.Key("policy:" + key)
 	}
