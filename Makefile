@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    ?= ./...
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build test test-short lint bench demo clean
+.PHONY: all build test test-deps test-short lint bench demo clean
 
 all: lint test
 
@@ -12,10 +12,15 @@ build:
 
 # Unit, fuzz-corpus and integration tests, with the race detector. The
 # integration tests start their own redis-server, FastAPI process and gateway
-# binary; nothing is skipped.
-test:
+# binary; nothing is skipped. test-deps installs what they need first.
+test: test-deps
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+# Debian packages (as root; otherwise the exact command to run) and the pinned
+# npm packages of the interop and conformance suites (e2e/npm).
+test-deps:
+	@scripts/test-deps.sh
 
 # A quick local loop: -short skips the slow integration tests. CI never uses it.
 test-short:
