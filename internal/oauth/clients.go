@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -348,29 +347,15 @@ func (s *Server) fetchMetadata(ctx context.Context, id string) (*Client, error) 
 }
 
 // newMetadataClient fetches metadata documents. It never follows redirects,
-// ignores proxies and refuses to connect to private, loopback or link-local
-// addresses (server-side request forgery), except loopback when allowed.
-func newMetadataClient(allowLoopback bool) *http.Client {
+// ignores proxies and refuses to connect to any special-purpose address
+// (server-side request forgery; see blockedAddr), checked on the address
+// actually dialled, except loopback when allowed. resolver nil: the
+// system's.
+func newMetadataClient(allowLoopback bool, resolver *net.Resolver) *http.Client {
 	dialer := &net.Dialer{
-		Timeout: 5 * time.Second,
-		Control: func(_, address string, _ syscall.RawConn) error {
-			host, _, err := net.SplitHostPort(address)
-			if err != nil {
-				return err
-			}
-			ip := net.ParseIP(host)
-			if ip == nil {
-				return fmt.Errorf("refusing to connect to %s", host)
-			}
-			if ip.IsLoopback() && allowLoopback {
-				return nil
-			}
-			if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
-				ip.IsUnspecified() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast() {
-				return fmt.Errorf("refusing to fetch client metadata from a non-public address %s", ip)
-			}
-			return nil
-		},
+		Timeout:  5 * time.Second,
+		Resolver: resolver,
+		Control:  dialControl(allowLoopback),
 	}
 	tr := &http.Transport{
 		Proxy:                 nil,

@@ -220,7 +220,7 @@ func New(o Options) (*Server, error) {
 		o.Pending = o.KV
 	}
 	s := &Server{o: o, log: o.Logger, https: u.Scheme == "https", issuerURL: u}
-	s.cimd = newMetadataClient(o.AllowLoopbackHTTPClientIDs)
+	s.cimd = newMetadataClient(o.AllowLoopbackHTTPClientIDs, nil)
 	return s, nil
 }
 
