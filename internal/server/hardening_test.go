@@ -293,3 +293,39 @@ func TestSlowBodyDeadlineLifted(t *testing.T) {
 		t.Fatalf("stream cut: %d %q", resp.StatusCode, b)
 	}
 }
+
+// FuzzClientAddr: whatever X-Forwarded-For holds, the client address is the
+// peer or one of the header's addresses, and never a header address when
+// the peer is not a trusted proxy.
+func FuzzClientAddr(f *testing.F) {
+	for _, s := range []string{"198.51.100.1", "6.6.6.6, 198.51.100.1, 10.0.0.3", "junk,,", "::ffff:1.2.3.4", "fe80::1%eth0, 10.0.0.1", ""} {
+		f.Add(s, true)
+	}
+	c := clientAddr{trusted: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}
+	f.Fuzz(func(t *testing.T, xff string, trustedPeer bool) {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.RemoteAddr = "203.0.113.9:1"
+		if trustedPeer {
+			r.RemoteAddr = "10.0.0.2:1"
+		}
+		r.Header.Set("X-Forwarded-For", xff)
+		got := c.of(r)
+		if !got.IsValid() {
+			t.Fatalf("no address for %q", xff)
+		}
+		if !trustedPeer && got.String() != "203.0.113.9" {
+			t.Fatalf("untrusted peer: client %s from %q", got, xff)
+		}
+		if trustedPeer && got.String() != "10.0.0.2" {
+			found := false
+			for _, h := range strings.Split(xff, ",") {
+				if a, err := netip.ParseAddr(strings.TrimSpace(h)); err == nil && a.Unmap() == got {
+					found = true
+				}
+			}
+			if !found {
+				t.Fatalf("client %s is neither the peer nor in %q", got, xff)
+			}
+		}
+	})
+}
