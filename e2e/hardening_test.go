@@ -198,3 +198,52 @@ func TestSlowBodyE2E(t *testing.T) {
 	}
 	t.Fatal("the whole slow body was read: no read deadline")
 }
+
+// TestObservabilityEndpoints: /readyz tells strangers only "not ready"
+// (issue 13: it printed the dial error with an internal address), the
+// admin token sees why; with server.metrics_listen, /metrics leaves the
+// public address for the separate one.
+func TestObservabilityEndpoints(t *testing.T) {
+	iss := startIssuer(t)
+	metricsAddr := freeAddr(t)
+	gw := startGateway(t, fmt.Sprintf(`listen: {{LISTEN}}
+auth: {issuers: [{issuer: %q}]}
+upstreams: [{name: crm, base_url: "http://127.0.0.1:1", openapi: "http://127.0.0.1:1/openapi.json"}]
+audit: {path: "{{DIR}}/audit.log"}
+server:
+  metrics_listen: %q
+`, iss.URL(), metricsAddr))
+	resp, err := http.Get(gw.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readAll(t, resp.Body)
+	resp.Body.Close()
+	var anon map[string]any
+	if err := json.Unmarshal([]byte(body), &anon); err != nil || resp.StatusCode != http.StatusServiceUnavailable || len(anon) != 1 || anon["ready"] != false {
+		t.Errorf("anonymous /readyz: %d %s", resp.StatusCode, body)
+	}
+	if strings.Contains(body, "127.0.0.1:1") || !strings.Contains(gw.logs.String(), "127.0.0.1:1") {
+		t.Errorf("the reason belongs in the log, not the answer: %s", body)
+	}
+	resp, err = getReadyz(gw.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body = readAll(t, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "upstream:crm") {
+		t.Errorf("/readyz with the admin token: %d %s", resp.StatusCode, body)
+	}
+	for url, want := range map[string]int{gw.URL + "/metrics": http.StatusNotFound, "http://" + metricsAddr + "/metrics": http.StatusOK} {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := readAll(t, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want || (want == http.StatusOK && !strings.Contains(b, "# TYPE")) {
+			t.Errorf("GET %s: %d, want %d", url, resp.StatusCode, want)
+		}
+	}
+}
