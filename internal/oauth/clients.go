@@ -280,23 +280,30 @@ func (s *Server) client(ctx context.Context, id string) (*Client, error) {
 }
 
 // promoteClient gives a registered client its full life (clientTTL in KV)
-// once a human completed a sign-in with it; until then it lives
-// newClientTTL in the bounded Clients namespace. Failing to promote is
-// logged, never fatal: the client only has to register again.
+// each time a human completes a sign-in with it; until the first one it
+// lives newClientTTL in the bounded Clients namespace. Failing to promote
+// is logged, never fatal: the client only has to register again.
 func (s *Server) promoteClient(ctx context.Context, id string) {
-	if s.o.Clients == s.o.KV || strings.Contains(id, "://") {
-		return
+	if strings.Contains(id, "://") {
+		return // a metadata document client is fetched, not stored
 	}
 	key := "oauth:client:" + id
-	b, ok, err := s.o.Clients.Get(ctx, key)
+	from := s.o.Clients
+	b, ok, err := from.Get(ctx, key)
+	if err == nil && !ok && from != s.o.KV {
+		from = s.o.KV // promoted before: extend
+		b, ok, err = from.Get(ctx, key)
+	}
 	if err != nil || !ok {
-		return // already promoted (or gone)
+		return
 	}
 	if err := s.o.KV.Put(ctx, key, b, clientTTL); err != nil {
 		s.log.WarnContext(ctx, "oauth: extending a client's life failed", "client_id", id, "err", err)
 		return
 	}
-	_ = s.o.Clients.Delete(ctx, key)
+	if from != s.o.KV {
+		_ = s.o.Clients.Delete(ctx, key)
+	}
 }
 
 // fetchMetadata fetches and checks a Client ID Metadata Document: at most

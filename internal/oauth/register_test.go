@@ -146,3 +146,32 @@ func TestRegistrationQuota(t *testing.T) {
 		t.Fatal("the signed-in client outlived clientTTL")
 	}
 }
+
+// TestClientLifeWithoutQuota: without bounded namespaces (one KV for
+// everything) a registered client still lives a day until its first
+// completed sign-in, then 30 days.
+func TestClientLifeWithoutQuota(t *testing.T) {
+	clk := &testClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	st := store.NewMemory(store.WithClock(clk.Now))
+	s, err := New(Options{
+		Issuer: "https://gw.example", Resource: "https://gw.example/mcp", KV: st, Revocations: st, Minter: &fakeMinter{},
+		Login: Login{Issuer: "https://idp.example", ClientID: "harness"}, Now: clk.Now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var ids []string
+	for range 2 {
+		_, out := register(t, s, `{"redirect_uris":["http://127.0.0.1:5/cb"]}`)
+		ids = append(ids, out["client_id"].(string))
+	}
+	s.promoteClient(ctx, ids[0])
+	clk.Advance(newClientTTL + time.Second)
+	if _, err := s.client(ctx, ids[0]); err != nil {
+		t.Fatalf("the signed-in client is gone after a day: %v", err)
+	}
+	if _, err := s.client(ctx, ids[1]); err == nil {
+		t.Fatal("the unused client outlived a day")
+	}
+}

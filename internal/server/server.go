@@ -255,6 +255,8 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		status = http.StatusServiceUnavailable
 		s.readyLog.report(ctx, s.log, checks)
+	} else {
+		s.readyLog.reset()
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	if s.isAdmin(r) {
@@ -301,6 +303,14 @@ func (l *readyLog) report(ctx context.Context, log *slog.Logger, checks map[stri
 		}
 	}
 	log.WarnContext(ctx, "not ready", slog.Group("checks", failing...))
+}
+
+// reset forgets the last reasons once the gateway is ready again, so that
+// the next failure is logged at once.
+func (l *readyLog) reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.last = ""
 }
 
 // ServeMetrics serves /metrics alone on ln (server.metrics_listen) until
