@@ -404,7 +404,7 @@ upstreams:
   - {name: broken, base_url: %q, openapi: %q}
 audit: {path: "{{DIR}}/audit.log"}
 `, iss.URL(), api, api+"/openapi.json", dead, dead+"/openapi.json"))
-	resp, err := http.Get(gw.URL + "/readyz")
+	resp, err := getReadyz(gw.URL)
 	if err != nil {
 		t.Fatal(err)
 	}

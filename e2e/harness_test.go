@@ -200,10 +200,24 @@ func startGateway(t testing.TB, cfg string, env ...string) *gateway {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(gatewayBin, "serve", "--config", path, "--log-level", "debug")
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(append(os.Environ(), "HARNESS_SERVER_ADMIN_TOKEN="+e2eAdminToken), env...)
 	g := &gateway{process: startProcess(t, "gateway", cmd), URL: "http://" + addr, Dir: dir, AuditPath: filepath.Join(dir, "audit.log")}
 	waitHTTP(t, g.URL+"/healthz", 200, 60*time.Second, g.logs.String)
 	return g
+}
+
+// e2eAdminToken is every test gateway's server.admin_token: with it
+// /readyz shows what is wrong.
+const e2eAdminToken = "e2e-admin-token-0123456789"
+
+// getReadyz GETs /readyz of the gateway at gwURL with the admin token.
+func getReadyz(gwURL string) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodGet, gwURL+"/readyz", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+e2eAdminToken)
+	return http.DefaultClient.Do(req)
 }
 
 // mint returns a token from iss for the gateway at gwURL.

@@ -268,7 +268,7 @@ func polWantAllowed(t testing.TB, what string, res *mcp.CallToolResult, contains
 // polReadyz returns the status and body of /readyz.
 func polReadyz(t testing.TB, gwURL string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(gwURL + "/readyz")
+	resp, err := getReadyz(gwURL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -334,7 +334,7 @@ func replicaRevoke(t testing.TB, gwURL, token string) (int, string) {
 
 func replicaReadyz(t testing.TB, gwURL string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(gwURL + "/readyz")
+	resp, err := getReadyz(gwURL)
 	if err != nil {
 		t.Fatal(err)
 	}

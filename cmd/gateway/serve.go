@@ -92,6 +92,18 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, grace time
 
 	bg, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if cfg.Server.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.Server.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("listen on %s (server.metrics_listen): %w", cfg.Server.MetricsListen, err)
+		}
+		go func() {
+			if err := gw.Server.ServeMetrics(bg, mln); err != nil {
+				log.Error("metrics listener stopped", "err", err)
+			}
+		}()
+		log.Info("metrics served only on server.metrics_listen", "metrics", "http://"+mln.Addr().String()+"/metrics")
+	}
 	if cfg.Policy.Dir != "" {
 		go func() {
 			if err := gw.Policy.Watch(bg); err != nil && bg.Err() == nil {

@@ -103,7 +103,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 
 	// Shared state: Redis when configured, memory otherwise.
 	var st store.Store
-	var limiter ratelimit.Limiter
+	var limiter, publicLimiter ratelimit.Limiter
 	ready := map[string]func(context.Context) error{}
 	if cfg.RateLimit.RedisURL != "" {
 		rt := cfg.RateLimit.RedisTimeout.D()
@@ -115,11 +115,15 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		rs := store.NewRedis(rdb, "harness:", rt)
 		st = rs
 		limiter = ratelimit.NewRedis(rdb, ratelimit.RedisOptions{Prefix: "harness:rl:", Timeout: rt})
+		publicLimiter = limiter // Redis buckets expire on their own
 		ready["redis"] = rs.Ping
 		log.Info("shared state and rate limits on Redis", "redis", RedactURL(cfg.RateLimit.RedisURL), "on_error", cfg.RateLimit.OnError)
 	} else {
 		st = store.NewMemory()
 		limiter = ratelimit.NewMemory()
+		// Per-address buckets of the unauthenticated endpoints get a table
+		// of their own: many addresses never crowd out tool-call buckets.
+		publicLimiter = ratelimit.NewMemory()
 		log.Info("shared state and rate limits in memory (one replica only; set ratelimit.redis_url for several)")
 	}
 
@@ -190,7 +194,6 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		MaxTTL: cfg.Delegation.MaxTTL.D(), Logger: log.With("component", "delegation"),
 	}
 	routes := map[string]http.Handler{
-		"GET /metrics":               tel.MetricsHandler(),
 		"GET /.well-known/jwks.json": keys.Handler(),
 		"POST /oauth/token":          exchange.TokenHandler(),
 		"POST /oauth/revoke":         exchange.RevokeHandler(),
@@ -216,6 +219,8 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		Telemetry:           tel,
 		WrapMCP:             func(h http.Handler) http.Handler { return tel.HTTPHandler(h, "mcp") },
 		Routes:              routes,
+		Metrics:             tel.MetricsHandler(),
+		PublicLimiter:       publicLimiter,
 		AuthorizationServer: cfg.OAuth.Enabled(),
 	})
 	if err != nil {
@@ -245,6 +250,9 @@ func buildOAuth(cfg *config.Config, log *slog.Logger, st store.Store, exchange *
 	as, err := oauth.New(oauth.Options{
 		Issuer: cfg.PublicURL, Resource: cfg.ResourceURL(),
 		KV: st, Revocations: st, Minter: exchange,
+		// What anyone can create without signing in has its own quotas.
+		Clients: st.Bounded("oauth-clients", cfg.Server.UnauthenticatedQuota),
+		Pending: st.Bounded("oauth-pending", cfg.Server.UnauthenticatedQuota),
 		Login: oauth.Login{
 			Issuer: cfg.OAuth.LoginIssuer, ClientID: cfg.OAuth.ClientID,
 			ClientSecret: cfg.OAuth.ClientSecret, RolesClaim: rolesClaim,

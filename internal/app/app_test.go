@@ -44,13 +44,15 @@ func TestBuildFailsCleanly(t *testing.T) {
 	}
 	// An unreachable upstream and IdP are not: the gateway starts and
 	// /readyz says what is wrong.
-	a, err := Build(context.Background(), parse(base+"audit: {path: "+filepath.Join(dir, "audit.log")+"}\nupstreams: [{name: crm, base_url: http://127.0.0.1:1, openapi: http://127.0.0.1:1/openapi.json}]\n"), log, "test")
+	a, err := Build(context.Background(), parse(base+"audit: {path: "+filepath.Join(dir, "audit.log")+"}\nupstreams: [{name: crm, base_url: http://127.0.0.1:1, openapi: http://127.0.0.1:1/openapi.json}]\nserver: {admin_token: admin-token-0123456789}\n"), log, "test")
 	if err != nil {
 		t.Fatalf("unreachable upstream stopped the build: %v", err)
 	}
 	defer a.Close(context.Background())
 	rec := httptest.NewRecorder()
-	a.Server.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	req := httptest.NewRequest(http.MethodGet, "/readyz", nil)
+	req.Header.Set("Authorization", "Bearer admin-token-0123456789")
+	a.Server.Handler().ServeHTTP(rec, req)
 	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "upstream:crm") {
 		t.Errorf("readyz = %d %s", rec.Code, rec.Body.String())
 	}

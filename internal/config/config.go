@@ -39,6 +39,37 @@ type Config struct {
 	Audit Audit `yaml:"audit"`
 	// Telemetry configures OpenTelemetry export.
 	Telemetry Telemetry `yaml:"telemetry"`
+	// Server hardens the HTTP server: client addresses behind proxies,
+	// limits on unauthenticated endpoints, and the observability endpoints.
+	Server Server `yaml:"server"`
+}
+
+// Server configures the HTTP server itself.
+type Server struct {
+	// TrustedProxies are the CIDRs (or single addresses) of the reverse
+	// proxies in front of the gateway. Only a peer in this list may name
+	// the client in X-Forwarded-For (the rightmost address that is not a
+	// trusted proxy is the client). Empty: the peer is the client.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// UnauthenticatedRate limits, per client address (IPv6 per /64), every
+	// endpoint that works without a token: OAuth registration,
+	// authorization, sign-in, consent, token, revocation and the metadata
+	// documents.
+	UnauthenticatedRate Rate `yaml:"unauthenticated_rate"`
+	// UnauthenticatedQuota bounds the state anyone can create without
+	// signing in: at most this many registered clients waiting for their
+	// first sign-in, and as many pending authorizations and sign-ins, each
+	// apart from sessions, grants, limits and revocations.
+	UnauthenticatedQuota int `yaml:"unauthenticated_quota"`
+	// ReadTimeout bounds the time to read a whole request, headers and
+	// body (the legacy GET event stream of /mcp has no body and is exempt).
+	ReadTimeout Duration `yaml:"read_timeout"`
+	// AdminToken, when set (write ${VAR}), is the bearer token that makes
+	// /readyz return its details. Never logged.
+	AdminToken string `yaml:"admin_token"`
+	// MetricsListen, when set (e.g. 127.0.0.1:9090), serves /metrics only
+	// on this separate address, not on listen.
+	MetricsListen string `yaml:"metrics_listen"`
 }
 
 // Auth is the inbound authentication configuration.
@@ -215,6 +246,11 @@ func Default() Config {
 		},
 		Redaction: Redaction{Detectors: []string{"secret", "credit_card", "ssn"}},
 		Audit:     Audit{Path: "./audit.log", OnError: "deny", Fsync: "batch"},
+		Server: Server{
+			UnauthenticatedRate:  Rate{Requests: 120, Per: Duration(time.Minute)},
+			UnauthenticatedQuota: 10000,
+			ReadTimeout:          Duration(20 * time.Second),
+		},
 	}
 }
 

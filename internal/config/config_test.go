@@ -253,3 +253,47 @@ ratelimit: {redis_url: "redis://:hunter2@redis:6379/0?bogus=1"}
 		t.Errorf("a TLS cluster URL was refused: %v", err)
 	}
 }
+
+func TestServerSection(t *testing.T) {
+	cfg, err := Parse([]byte(`
+auth: {issuers: [{issuer: https://idp.example.com}]}
+server:
+  trusted_proxies: [10.0.0.0/8, "fd00::/8", 192.0.2.7]
+  admin_token: ${ADMIN}
+  metrics_listen: 127.0.0.1:9091
+  read_timeout: 5s
+  unauthenticated_rate: {requests: 10, per: 1m}
+  unauthenticated_quota: 50
+`), env(map[string]string{"ADMIN": "an-admin-token-of-some-length"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv := cfg.Server
+	if len(sv.TrustedProxies) != 3 || sv.AdminToken != "an-admin-token-of-some-length" || sv.MetricsListen != "127.0.0.1:9091" ||
+		sv.ReadTimeout.D() != 5*time.Second || sv.UnauthenticatedRate.Requests != 10 || sv.UnauthenticatedQuota != 50 {
+		t.Errorf("server = %+v", sv)
+	}
+	cfg, err = Parse([]byte("auth: {issuers: [{issuer: https://idp.example.com}]}"), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cfg.Server; d.UnauthenticatedRate.Requests != 120 || d.UnauthenticatedQuota != 10000 || d.ReadTimeout.D() != 20*time.Second {
+		t.Errorf("server defaults = %+v", d)
+	}
+	_, err = Parse([]byte(`
+auth: {issuers: [{issuer: https://i.example}]}
+server:
+  trusted_proxies: [10.0.0.0/33, proxy.example]
+  admin_token: short
+  metrics_listen: nohostport
+  read_timeout: 0s
+  unauthenticated_rate: {requests: 0}
+  unauthenticated_quota: -1
+`), env(nil))
+	for _, want := range []string{"server.trusted_proxies[0]", "server.trusted_proxies[1]", "server.admin_token", "server.metrics_listen",
+		"server.read_timeout", "server.unauthenticated_rate.requests", "server.unauthenticated_quota"} {
+		if err == nil || !strings.Contains(err.Error(), want+":") {
+			t.Errorf("no problem at %s in %v", want, err)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"reflect"
@@ -459,7 +460,62 @@ func (c *Config) Validate() Problems {
 			bad("telemetry.otlp_endpoint", "%v", err)
 		}
 	}
+	ps = append(ps, c.validateServer()...)
 	return ps
+}
+
+// validateServer checks the server section.
+func (c *Config) validateServer() Problems {
+	var ps Problems
+	bad := func(path, format string, args ...any) {
+		ps = append(ps, Problem{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	sv := c.Server
+	for i, p := range sv.TrustedProxies {
+		if _, err := ParsePrefix(p); err != nil {
+			bad(fmt.Sprintf("server.trusted_proxies[%d]", i), "%q is not a CIDR (10.0.0.0/8, fd00::/8) or an IP address", p)
+		}
+	}
+	if sv.UnauthenticatedRate.Requests <= 0 {
+		bad("server.unauthenticated_rate.requests", "must be positive")
+	}
+	if sv.UnauthenticatedRate.Per <= 0 {
+		bad("server.unauthenticated_rate.per", "must be a positive duration")
+	}
+	if sv.UnauthenticatedQuota <= 0 {
+		bad("server.unauthenticated_quota", "must be positive")
+	}
+	if sv.ReadTimeout <= 0 || sv.ReadTimeout.D() > 10*time.Minute {
+		bad("server.read_timeout", "must be between 1ms and 10m, got %s", sv.ReadTimeout)
+	}
+	if sv.AdminToken != "" && len(sv.AdminToken) < 16 {
+		bad("server.admin_token", "must be at least 16 characters (a random secret, written as ${VAR})")
+	}
+	if sv.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(sv.MetricsListen); err != nil {
+			bad("server.metrics_listen", "%q is not host:port", sv.MetricsListen)
+		} else if sv.MetricsListen == c.Listen {
+			bad("server.metrics_listen", "must differ from listen (%s)", c.Listen)
+		}
+	}
+	return ps
+}
+
+// ParsePrefix parses a trusted proxy: a CIDR or a single IP address.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 func checkURL(s string, noPath bool) error {

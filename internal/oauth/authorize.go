@@ -15,6 +15,7 @@ import (
 
 	"github.com/agentharness/harness/delegation"
 	"github.com/agentharness/harness/internal/authn"
+	"github.com/agentharness/harness/internal/store"
 )
 
 // authRequest is a pending authorization request, between /oauth/authorize
@@ -194,6 +195,11 @@ func (s *Server) startLogin(w http.ResponseWriter, r *http.Request, ls loginStat
 	ls.Verifier = oauth2.GenerateVerifier()
 	state := randomString(24)
 	if err := s.putJSON(ctx, "oauth:login:"+hashKey(state), ls, loginTTL); err != nil {
+		if errors.Is(err, store.ErrFull) {
+			s.log.WarnContext(ctx, "oauth: sign-in refused: too many sign-ins in progress", "err", err)
+			s.errorPage(w, r, http.StatusServiceUnavailable, "Try again shortly", "Too many sign-ins are in progress right now. Try again in a few minutes.")
+			return
+		}
 		s.log.ErrorContext(ctx, "oauth: storing login state failed", "err", err)
 		s.errorPage(w, r, http.StatusServiceUnavailable, "Try again shortly", "Harness cannot reach its state store.")
 		return

@@ -13,8 +13,10 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
+	"unicode/utf8"
+
+	"github.com/agentharness/harness/internal/store"
 )
 
 // Client is a registered (or self-described) OAuth client. Only public
@@ -126,21 +128,39 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		regError(w, "invalid_client_metadata", "the body must be application/json")
 		return
 	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRegistrationBytes))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			regError(w, "invalid_client_metadata", fmt.Sprintf("the registration request is larger than %d bytes", maxRegistrationBytes))
+			return
+		}
+		regError(w, "invalid_client_metadata", "the registration request could not be read")
+		return
+	}
 	var req registration
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxClientBytes))
-	if err := dec.Decode(&req); err != nil {
+	if err := json.Unmarshal(body, &req); err != nil {
 		regError(w, "invalid_client_metadata", "the body is not a JSON client metadata object")
 		return
 	}
-	c, err := checkMetadata(req)
-	if err != nil {
-		regError(w, err.code, err.desc)
+	c, merr := checkMetadata(req)
+	if merr != nil {
+		regError(w, merr.code, merr.desc)
 		return
 	}
 	c.ID = "hc_" + randomString(18)
 	c.Kind = kindDynamic
 	c.Created = s.now().UTC()
-	if err := s.putJSON(r.Context(), "oauth:client:"+c.ID, c, clientTTL); err != nil {
+	// Until a human completes a sign-in with it, the client lives a day in
+	// its own bounded namespace (promoteClient moves it out).
+	if err := s.putJSON(r.Context(), "oauth:client:"+c.ID, c, newClientTTL); err != nil {
+		w.Header().Set("Cache-Control", "no-store")
+		if errors.Is(err, store.ErrFull) {
+			s.log.WarnContext(r.Context(), "oauth: registration refused: too many clients waiting for their first sign-in", "err", err)
+			w.Header().Set("Retry-After", "3600")
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable",
+				"error_description": "too many new clients are waiting for their first sign-in; try again later"})
+			return
+		}
 		s.log.ErrorContext(r.Context(), "oauth: storing a client failed", "err", err)
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
 		return
@@ -165,8 +185,8 @@ func checkMetadata(req registration) (*Client, *metaErr) {
 	bad := func(code, f string, a ...any) (*Client, *metaErr) {
 		return nil, &metaErr{code, fmt.Sprintf(f, a...)}
 	}
-	if len(req.RedirectURIs) == 0 || len(req.RedirectURIs) > 16 {
-		return bad("invalid_redirect_uri", "1 to 16 redirect_uris are required")
+	if len(req.RedirectURIs) == 0 || len(req.RedirectURIs) > maxRedirectURIs {
+		return bad("invalid_redirect_uri", "1 to %d redirect_uris are required", maxRedirectURIs)
 	}
 	for _, u := range req.RedirectURIs {
 		if len(u) > 2000 {
@@ -189,8 +209,11 @@ func checkMetadata(req registration) (*Client, *metaErr) {
 			return bad("invalid_client_metadata", "response type %q not supported", rt)
 		}
 	}
-	if len(req.ClientName) > 200 || len(req.ClientURI) > 2000 {
-		return bad("invalid_client_metadata", "client_name or client_uri too long")
+	if utf8.RuneCountInString(req.ClientName) > maxClientName {
+		return bad("invalid_client_metadata", "client_name is longer than %d characters", maxClientName)
+	}
+	if len(req.ClientURI) > 2000 {
+		return bad("invalid_client_metadata", "client_uri is longer than 2000 characters")
 	}
 	if req.ClientURI != "" {
 		if u, err := url.Parse(req.ClientURI); err != nil || (u.Scheme != "https" && u.Scheme != "http") {
@@ -242,7 +265,11 @@ func (s *Server) client(ctx context.Context, id string) (*Client, error) {
 		return cp, nil
 	}
 	var c Client
-	ok, err := s.getJSON(ctx, "oauth:client:"+id, &c, false)
+	key := "oauth:client:" + id
+	ok, err := s.getJSONIn(ctx, s.o.KV, key, &c, false) // signed in with at least once
+	if err == nil && !ok && s.o.Clients != s.o.KV {
+		ok, err = s.getJSONIn(ctx, s.o.Clients, key, &c, false) // registered, never used
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -250,6 +277,33 @@ func (s *Server) client(ctx context.Context, id string) (*Client, error) {
 		return nil, errUnknownClient
 	}
 	return &c, nil
+}
+
+// promoteClient gives a registered client its full life (clientTTL in KV)
+// each time a human completes a sign-in with it; until the first one it
+// lives newClientTTL in the bounded Clients namespace. Failing to promote
+// is logged, never fatal: the client only has to register again.
+func (s *Server) promoteClient(ctx context.Context, id string) {
+	if strings.Contains(id, "://") {
+		return // a metadata document client is fetched, not stored
+	}
+	key := "oauth:client:" + id
+	from := s.o.Clients
+	b, ok, err := from.Get(ctx, key)
+	if err == nil && !ok && from != s.o.KV {
+		from = s.o.KV // promoted before: extend
+		b, ok, err = from.Get(ctx, key)
+	}
+	if err != nil || !ok {
+		return
+	}
+	if err := s.o.KV.Put(ctx, key, b, clientTTL); err != nil {
+		s.log.WarnContext(ctx, "oauth: extending a client's life failed", "client_id", id, "err", err)
+		return
+	}
+	if from != s.o.KV {
+		_ = s.o.Clients.Delete(ctx, key)
+	}
 }
 
 // fetchMetadata fetches and checks a Client ID Metadata Document: at most
@@ -300,29 +354,15 @@ func (s *Server) fetchMetadata(ctx context.Context, id string) (*Client, error) 
 }
 
 // newMetadataClient fetches metadata documents. It never follows redirects,
-// ignores proxies and refuses to connect to private, loopback or link-local
-// addresses (server-side request forgery), except loopback when allowed.
-func newMetadataClient(allowLoopback bool) *http.Client {
+// ignores proxies and refuses to connect to any special-purpose address
+// (server-side request forgery; see blockedAddr), checked on the address
+// actually dialled, except loopback when allowed. resolver nil: the
+// system's.
+func newMetadataClient(allowLoopback bool, resolver *net.Resolver) *http.Client {
 	dialer := &net.Dialer{
-		Timeout: 5 * time.Second,
-		Control: func(_, address string, _ syscall.RawConn) error {
-			host, _, err := net.SplitHostPort(address)
-			if err != nil {
-				return err
-			}
-			ip := net.ParseIP(host)
-			if ip == nil {
-				return fmt.Errorf("refusing to connect to %s", host)
-			}
-			if ip.IsLoopback() && allowLoopback {
-				return nil
-			}
-			if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
-				ip.IsUnspecified() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast() {
-				return fmt.Errorf("refusing to fetch client metadata from a non-public address %s", ip)
-			}
-			return nil
-		},
+		Timeout:  5 * time.Second,
+		Resolver: resolver,
+		Control:  dialControl(allowLoopback),
 	}
 	tr := &http.Transport{
 		Proxy:                 nil,

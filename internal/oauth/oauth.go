@@ -112,6 +112,13 @@ type Options struct {
 	// Resource is public_url + "/mcp", the only resource tokens are for.
 	Resource string
 	KV       KV
+	// Clients holds dynamically registered clients until their first
+	// completed sign-in (then they move to KV for clientTTL); Pending holds
+	// pending authorization requests, sign-in state and the metadata
+	// document cache. Anyone can create both without signing in: give each
+	// a bounded namespace of its own (store.Bounder) so that a flood can
+	// never crowd out sessions, grants or revocations. Default: KV.
+	Clients, Pending KV
 	// Revocations revokes access tokens when a grant ends.
 	Revocations Revoker
 	Minter      Minter
@@ -138,15 +145,23 @@ type Options struct {
 
 // Lifetimes of the short-lived state.
 const (
-	codeTTL        = 60 * time.Second
-	requestTTL     = 10 * time.Minute
-	loginTTL       = 10 * time.Minute
-	sessionTTL     = 8 * time.Hour
-	clientTTL      = 30 * 24 * time.Hour
+	codeTTL    = 60 * time.Second
+	requestTTL = 10 * time.Minute
+	loginTTL   = 10 * time.Minute
+	sessionTTL = 8 * time.Hour
+	clientTTL  = 30 * 24 * time.Hour
+	// newClientTTL is the life of a registered client that no human has
+	// completed a sign-in with yet.
+	newClientTTL   = 24 * time.Hour
 	cimdCacheTTL   = 5 * time.Minute
 	usedMarkerTTL  = 10 * time.Minute
 	maxFormBytes   = 64 << 10
 	maxClientBytes = 64 << 10
+	// maxRegistrationBytes bounds an RFC 7591 registration request.
+	maxRegistrationBytes = 8 << 10
+	// maxRedirectURIs and maxClientName bound a client's metadata.
+	maxRedirectURIs = 10
+	maxClientName   = 200
 )
 
 // Server is the authorization server.
@@ -198,8 +213,14 @@ func New(o Options) (*Server, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Clients == nil {
+		o.Clients = o.KV
+	}
+	if o.Pending == nil {
+		o.Pending = o.KV
+	}
 	s := &Server{o: o, log: o.Logger, https: u.Scheme == "https", issuerURL: u}
-	s.cimd = newMetadataClient(o.AllowLoopbackHTTPClientIDs)
+	s.cimd = newMetadataClient(o.AllowLoopbackHTTPClientIDs, nil)
 	return s, nil
 }
 
@@ -286,24 +307,40 @@ func hashKey(s string) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// kvFor is where key lives: state created without signing in goes to its
+// bounded namespace (registered clients to Clients until promoted).
+func (s *Server) kvFor(key string) KV {
+	switch kind, _, _ := strings.Cut(strings.TrimPrefix(key, "oauth:"), ":"); kind {
+	case "req", "login", "cimd":
+		return s.o.Pending
+	case "client":
+		return s.o.Clients
+	}
+	return s.o.KV
+}
+
 func (s *Server) putJSON(ctx context.Context, key string, v any, ttl time.Duration) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	return s.o.KV.Put(ctx, key, b, ttl)
+	return s.kvFor(key).Put(ctx, key, b, ttl)
 }
 
 func (s *Server) getJSON(ctx context.Context, key string, v any, take bool) (bool, error) {
+	return s.getJSONIn(ctx, s.kvFor(key), key, v, take)
+}
+
+func (s *Server) getJSONIn(ctx context.Context, kv KV, key string, v any, take bool) (bool, error) {
 	var (
 		b   []byte
 		ok  bool
 		err error
 	)
 	if take {
-		b, ok, err = s.o.KV.Take(ctx, key)
+		b, ok, err = kv.Take(ctx, key)
 	} else {
-		b, ok, err = s.o.KV.Get(ctx, key)
+		b, ok, err = kv.Get(ctx, key)
 	}
 	if err != nil || !ok {
 		return false, err

@@ -266,10 +266,10 @@ func TestCSRF(t *testing.T) {
 func TestMetadataClientRefusesPrivateAddresses(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	defer srv.Close()
-	if _, err := newMetadataClient(false).Get(srv.URL + "/client.json"); err == nil || !strings.Contains(err.Error(), "non-public") {
+	if _, err := newMetadataClient(false, nil).Get(srv.URL + "/client.json"); err == nil || !strings.Contains(err.Error(), "non-public") {
 		t.Errorf("loopback fetch without the allowance: %v", err)
 	}
-	resp, err := newMetadataClient(true).Get(srv.URL + "/client.json")
+	resp, err := newMetadataClient(true, nil).Get(srv.URL + "/client.json")
 	if err != nil {
 		t.Fatalf("loopback fetch with the allowance: %v", err)
 	}

@@ -215,6 +215,7 @@ func (s *Server) redeemCode(ctx context.Context, f url.Values) (map[string]any, 
 		return nil, err
 	}
 	s.addToIndex(ctx, g.Human, g.ID, g.Expires)
+	s.promoteClient(ctx, g.ClientID)
 	s.log.InfoContext(ctx, "oauth: grant created", "grant", g.ID, "subject", g.Human.Subject, "client_id", g.ClientID, "scope", strings.Join(g.Scopes, " "), "until", g.Expires)
 	return resp, nil
 }

@@ -4,11 +4,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -164,3 +168,100 @@ func bearer(r *http.Request) (string, bool) {
 	tok = strings.TrimSpace(tok)
 	return tok, tok != ""
 }
+
+// readDeadline bounds the time to read a whole request body
+// (server.read_timeout, counted from when the handler starts; the headers
+// are bounded by http.Server.ReadHeaderTimeout). http.Server.ReadTimeout
+// cannot be used: it would also end the long-lived legacy GET /mcp event
+// stream, whose connection the server keeps reading to notice the client
+// leaving. So the deadline is set per request, only on requests with a
+// body, and lifted once the body is read to its end. A client still
+// sending when it passes gets 408 and the connection is closed.
+func (s *Server) readDeadline(next http.Handler) http.Handler {
+	d := s.cfg.Server.ReadTimeout.D()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if d <= 0 || r.Body == nil || r.Body == http.NoBody || (r.Method == http.MethodGet && r.URL.Path == "/mcp") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		rc := http.NewResponseController(w)
+		if err := rc.SetReadDeadline(time.Now().Add(d)); err != nil {
+			next.ServeHTTP(w, r) // not a real connection (tests)
+			return
+		}
+		tw := &timeoutWriter{ResponseWriter: w, r: r}
+		r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc, tw: tw}
+		next.ServeHTTP(tw, r)
+	})
+}
+
+// deadlineBody lifts the read deadline once the body is read to its end,
+// and marks the response as timed out when the deadline passed.
+type deadlineBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	tw   *timeoutWriter
+	done bool
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	switch {
+	case err == io.EOF && !b.done:
+		b.done = true
+		_ = b.rc.SetReadDeadline(time.Time{})
+	case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
+		b.tw.timedOut.Store(true)
+	}
+	return n, err
+}
+
+// timeoutWriter answers 408 in place of whatever the handler answers once
+// the body's read deadline passed.
+type timeoutWriter struct {
+	http.ResponseWriter
+	r        *http.Request
+	timedOut atomic.Bool
+	wrote    bool
+	replaced bool
+}
+
+func (tw *timeoutWriter) WriteHeader(code int) {
+	if tw.wrote {
+		return
+	}
+	tw.wrote = true
+	if tw.timedOut.Load() {
+		tw.replaced = true
+		h := tw.ResponseWriter.Header()
+		for k := range h {
+			if k != "X-Request-Id" {
+				delete(h, k)
+			}
+		}
+		h.Set("Connection", "close")
+		writeError(tw.ResponseWriter, tw.r, http.StatusRequestTimeout, "the request body was not received in time")
+		return
+	}
+	tw.ResponseWriter.WriteHeader(code)
+}
+
+func (tw *timeoutWriter) Write(b []byte) (int, error) {
+	if !tw.wrote {
+		tw.WriteHeader(http.StatusOK)
+	}
+	if tw.replaced {
+		return len(b), nil
+	}
+	return tw.ResponseWriter.Write(b)
+}
+
+// Flush keeps streaming responses working through the wrapper.
+func (tw *timeoutWriter) Flush() {
+	if f, ok := tw.ResponseWriter.(http.Flusher); ok && !tw.replaced {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the real writer.
+func (tw *timeoutWriter) Unwrap() http.ResponseWriter { return tw.ResponseWriter }

@@ -5,6 +5,9 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -62,8 +65,17 @@ type Options struct {
 	Client *http.Client
 	// Ready checks extra dependencies for /readyz (Redis…), by name.
 	Ready map[string]func(context.Context) error
-	// Extra routes (JWKS, token exchange, metrics…) mounted as given.
+	// Extra routes (JWKS, token exchange, OAuth…) mounted as given. None
+	// of them is authenticated by the gateway's chain, so each is limited
+	// per client address (server.unauthenticated_rate).
 	Routes map[string]http.Handler
+	// Metrics serves /metrics: on listen, or only on server.metrics_listen
+	// when that is set (see ServeMetrics). Nil: no /metrics.
+	Metrics http.Handler
+	// PublicLimiter limits the unauthenticated endpoints per client
+	// address; default Limiter. Give it its own in-memory limiter so that
+	// buckets of many addresses never crowd out the tool-call buckets.
+	PublicLimiter ratelimit.Limiter
 	// Identity signs upstream identity assertions; nil sends none.
 	Identity Asserter
 	// Exchangers, by upstream name, obtain a token from the company IdP for
@@ -102,6 +114,12 @@ type Server struct {
 	revoked    Revocations
 	selfAS     bool
 
+	publicLimiter ratelimit.Limiter
+	clientAddr    clientAddr
+	metrics       http.Handler
+	adminToken    [32]byte // SHA-256 of server.admin_token; zero when unset
+	readyLog      readyLog
+
 	mcp          *mcpserver.MCPServer
 	handler      http.Handler
 	toolsMu      sync.RWMutex
@@ -125,7 +143,20 @@ func New(o Options) (*Server, error) {
 		authn: o.Authn, catalog: o.Catalog, policy: o.Policy, limiter: o.Limiter,
 		sessions: o.Sessions, audit: o.Audit, client: o.Client, ready: o.Ready,
 		identity: o.Identity, exchangers: o.Exchangers, tel: o.Telemetry, revoked: o.Revocations,
-		selfAS: o.AuthorizationServer,
+		selfAS: o.AuthorizationServer, publicLimiter: o.PublicLimiter, metrics: o.Metrics,
+	}
+	if s.publicLimiter == nil {
+		s.publicLimiter = s.limiter
+	}
+	for _, p := range s.cfg.Server.TrustedProxies {
+		pfx, err := config.ParsePrefix(p)
+		if err != nil {
+			return nil, fmt.Errorf("server: trusted proxy %q: %w", p, err)
+		}
+		s.clientAddr.trusted = append(s.clientAddr.trusted, pfx)
+	}
+	if t := s.cfg.Server.AdminToken; t != "" {
+		s.adminToken = sha256.Sum256([]byte(t))
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -145,7 +176,11 @@ func New(o Options) (*Server, error) {
 		mcpChain = o.WrapMCP(mcpChain)
 	}
 	mux.Handle("/mcp", mcpChain)
-	prm := s.protectedResourceMetadata()
+	// Everything reachable without a token is limited per client address.
+	public := func(h http.Handler) http.Handler {
+		return chain(h, s.recoverer, requestID, s.limitUnauthenticated, limitBody)
+	}
+	prm := public(s.protectedResourceMetadata())
 	mux.Handle("GET /.well-known/oauth-protected-resource", prm)
 	mux.Handle("GET /.well-known/oauth-protected-resource/mcp", prm)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -154,12 +189,15 @@ func New(o Options) (*Server, error) {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	for pattern, h := range o.Routes {
-		mux.Handle(pattern, chain(h, s.recoverer, requestID, limitBody))
+		mux.Handle(pattern, public(h))
+	}
+	if s.metrics != nil && s.cfg.Server.MetricsListen == "" {
+		mux.Handle("GET /metrics", s.metrics)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, http.StatusNotFound, "not found: the MCP endpoint is /mcp")
 	})
-	s.handler = mux
+	s.handler = s.readDeadline(mux)
 	return s, nil
 }
 
@@ -188,7 +226,9 @@ func (s *Server) authorizationServers() []string {
 
 // readyz answers 200 only when every dependency a call needs is usable:
 // identity providers, upstream documents, policy freshness, the audit trail
-// and whatever Options.Ready names (Redis). The body says what is wrong.
+// and whatever Options.Ready names (Redis). Anyone gets only the status
+// ({"ready": false}); what is wrong goes to the log, and to a caller
+// presenting server.admin_token as its bearer token.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
@@ -214,8 +254,87 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	status := http.StatusOK
 	if !ok {
 		status = http.StatusServiceUnavailable
+		s.readyLog.report(ctx, s.log, checks)
+	} else {
+		s.readyLog.reset()
 	}
-	writeJSON(w, status, map[string]any{"ready": ok, "checks": checks})
+	w.Header().Set("Cache-Control", "no-store")
+	if s.isAdmin(r) {
+		writeJSON(w, status, map[string]any{"ready": ok, "checks": checks})
+		return
+	}
+	writeJSON(w, status, map[string]any{"ready": ok})
+}
+
+// isAdmin reports whether r bears server.admin_token (compared in
+// constant time, over SHA-256 digests so that not even the length leaks).
+func (s *Server) isAdmin(r *http.Request) bool {
+	if s.adminToken == ([32]byte{}) {
+		return false
+	}
+	tok, ok := bearer(r)
+	if !ok {
+		return false
+	}
+	got := sha256.Sum256([]byte(tok))
+	return subtle.ConstantTimeCompare(got[:], s.adminToken[:]) == 1
+}
+
+// readyLog logs why the gateway is not ready: when the reasons change, and
+// at most once a minute otherwise (a probe polls every few seconds).
+type readyLog struct {
+	mu   sync.Mutex
+	last string
+	at   time.Time
+}
+
+func (l *readyLog) report(ctx context.Context, log *slog.Logger, checks map[string]string) {
+	b, _ := json.Marshal(checks)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if string(b) == l.last && time.Since(l.at) < time.Minute {
+		return
+	}
+	l.last, l.at = string(b), time.Now()
+	var failing []any
+	for name, v := range checks {
+		if v != "ok" {
+			failing = append(failing, slog.String(name, v))
+		}
+	}
+	log.WarnContext(ctx, "not ready", slog.Group("checks", failing...))
+}
+
+// reset forgets the last reasons once the gateway is ready again, so that
+// the next failure is logged at once.
+func (l *readyLog) reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.last = ""
+}
+
+// ServeMetrics serves /metrics alone on ln (server.metrics_listen) until
+// ctx ends.
+func (s *Server) ServeMetrics(ctx context.Context, ln net.Listener) error {
+	mux := http.NewServeMux()
+	if s.metrics != nil {
+		mux.Handle("GET /metrics", s.metrics)
+	}
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("metrics listener: %w", err)
+	}
+	return nil
 }
 
 func (s *Server) auditHealthy() error {

@@ -19,7 +19,14 @@ type Memory struct {
 
 	mu        sync.Mutex
 	tables    [4]map[string]entry // indexed by the table constants
+	bounded   map[string]*boundedTable
 	lastSweep time.Time
+}
+
+// boundedTable is a namespace of Bounded: its own entries and its own cap.
+type boundedTable struct {
+	max     int
+	entries map[string]entry
 }
 
 // The tables of a Memory.
@@ -54,7 +61,7 @@ func WithMaxEntries(n int) MemoryOption {
 
 // NewMemory returns an empty in-memory store.
 func NewMemory(opts ...MemoryOption) *Memory {
-	m := &Memory{now: time.Now, maxEntries: 1 << 20, sweepEach: time.Minute}
+	m := &Memory{now: time.Now, maxEntries: 1 << 20, sweepEach: time.Minute, bounded: map[string]*boundedTable{}}
 	for i := range m.tables {
 		m.tables[i] = make(map[string]entry)
 	}
@@ -80,13 +87,20 @@ func (m *Memory) lock() time.Time {
 // sweepLocked drops every expired entry.
 func (m *Memory) sweepLocked(now time.Time) {
 	for _, t := range m.tables {
-		for k, e := range t {
-			if !e.exp.After(now) {
-				delete(t, k)
-			}
-		}
+		sweepTable(t, now)
+	}
+	for _, b := range m.bounded {
+		sweepTable(b.entries, now)
 	}
 	m.lastSweep = now
+}
+
+func sweepTable(t map[string]entry, now time.Time) {
+	for k, e := range t {
+		if !e.exp.After(now) {
+			delete(t, k)
+		}
+	}
 }
 
 // getLocked returns the live entry under key in table t.

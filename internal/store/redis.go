@@ -48,7 +48,8 @@ return 1
 // (GETDEL).
 //
 // Key layout under the prefix: sess:<id> (JSON session), rev:<id>, kv:<key>,
-// and one hash jwks (kid → "<until ms>:<jwk>").
+// one hash jwks (kid → "<until ms>:<jwk>"), and per Bounded namespace
+// {b:<name>}:kv:<key> counted in the sorted set {b:<name>}:idx.
 type Redis struct {
 	rdb     redis.UniversalClient
 	prefix  string

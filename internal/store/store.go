@@ -1,6 +1,8 @@
 // Package store holds the state that gateway replicas share: legacy MCP
 // sessions, token revocations, the gateway's public signing keys and
 // short-lived OAuth state. Memory serves one replica; Redis serves many.
+// State that anyone can create without signing in (registered clients,
+// pending authorizations) goes to a Bounded namespace with its own quota.
 //
 // Every entry has a time to live and nothing grows without bound. Every
 // method returns an error when the backing store cannot answer (Redis down,
@@ -93,6 +95,7 @@ type Store interface {
 	Revocations
 	Keys
 	KV
+	Bounder
 	// Ping reports whether the store can answer, for /readyz.
 	Ping(ctx context.Context) error
 }

@@ -564,3 +564,51 @@ func BenchmarkIsRevoked(b *testing.B) {
 		})
 	}
 }
+
+// TestBounded: a namespace for unauthenticated state refuses new keys when
+// full, and filling it never crowds out sessions, revocations or the plain
+// KV (the registration flood of issue 13).
+func TestBounded(t *testing.T) {
+	ctx := context.Background()
+	for name, mk := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			b := mk(t)
+			bd := b.st.(Bounder)
+			clients := bd.Bounded("clients", 3)
+			for i := range 3 {
+				must(t, clients.Put(ctx, fmt.Sprint("c", i), []byte("v"), time.Hour))
+			}
+			if err := clients.Put(ctx, "c3", []byte("v"), time.Hour); !errors.Is(err, ErrFull) {
+				t.Fatalf("fourth entry: %v, want ErrFull", err)
+			}
+			must(t, clients.Put(ctx, "c1", []byte("again"), time.Hour)) // replacing needs no room
+			if v, ok, err := clients.Get(ctx, "c1"); err != nil || !ok || string(v) != "again" {
+				t.Fatalf("Get c1 = %q %v %v", v, ok, err)
+			}
+			// Other tables and namespaces are untouched by the full one.
+			must(t, bd.Bounded("flows", 1).Put(ctx, "f", []byte("v"), time.Hour))
+			must(t, b.st.Put(ctx, "c3", []byte("v"), time.Hour))
+			must(t, b.st.PutSession(ctx, "s", Session{}, time.Hour))
+			must(t, b.st.Revoke(ctx, "jti", b.now().Add(time.Hour)))
+			if _, ok, _ := clients.Get(ctx, "c3"); ok {
+				t.Fatal("the plain KV leaks into the namespace")
+			}
+			// Take and Delete free room.
+			if v, ok, err := clients.Take(ctx, "c0"); err != nil || !ok || string(v) != "v" {
+				t.Fatalf("Take c0 = %q %v %v", v, ok, err)
+			}
+			if _, ok, err := clients.Take(ctx, "c0"); err != nil || ok {
+				t.Fatalf("second Take c0 = %v %v", ok, err)
+			}
+			must(t, clients.Put(ctx, "c3", []byte("v"), time.Hour))
+			must(t, clients.Delete(ctx, "c3"))
+			// Expired entries free room.
+			must(t, clients.Put(ctx, "short", []byte("v"), short))
+			b.advance(long)
+			must(t, clients.Put(ctx, "c4", []byte("v"), time.Hour))
+			if err := clients.Put(ctx, "big", make([]byte, MaxBoundedValue+1), time.Hour); !errors.Is(err, ErrInvalid) {
+				t.Fatalf("oversized value: %v, want ErrInvalid", err)
+			}
+		})
+	}
+}
