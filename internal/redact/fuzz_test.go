@@ -13,6 +13,9 @@ var planted = []string{
 	ghToken, jwt, "alice@example.com", "123-45-6789", "DE89370400440532013000",
 }
 
+// foreign marks a record of another tenant; no record holding it may survive.
+const foreign = "FOREIGN-RECORD-7f3a"
+
 // survived reports whether the planted p is still in out, beyond the copies
 // the fuzz text s itself holds (each s appears twice around p).
 func survived(out, s, p string) bool {
@@ -34,6 +37,11 @@ func FuzzJSON(f *testing.F) {
 		`{"k\u0065y":"\u0034111111111111111\n","n":-1.5e10,"t":[true,false,null]}`,
 		`"Bearer abcdefghijklmnop"`, `[]`, `{}`, `0`, `{"a":`, `[1,]`, "\"\xff\"",
 		`{"aws_secret_access_key":"x","x":[[[[{}]]]]}`,
+		// Attacks: a foreign tenant named below the record, or under a key
+		// spelled another way.
+		`[{"name":"Globex secret deal","amount":1000000,"owner":{"tenant_id":"globex"}}]`,
+		`[{"Tenant_ID":"globex"},{"tenant\u200b_id":"globex"},{"ｔｅｎａｎｔ_ｉｄ":"globex"}]`,
+		`{"PASSWORD":"x","pass\u200bword":"y","Orders":[{"IBAN":"z"}]}`,
 	} {
 		f.Add([]byte(s), "note")
 	}
@@ -66,7 +74,21 @@ func FuzzJSON(f *testing.F) {
 			parts = append(parts, x)
 			obj[x] = x
 		}
-		doc, err := json.Marshal(map[string]any{"note": parts, "obj": obj, "n": json.Number("4111111111111111"), "tenant_id": "acme"})
+		// Plant foreign-tenant records: the tenant named deep below the
+		// record, under spellings of the key that must match, and under
+		// the fuzz text as a key when it folds to the context key.
+		var records []any
+		for _, k := range []string{"tenant_id", "Tenant_ID", "TENANT_ID", "tenant\u200b_id", "\ufefftenant_id", "ｔｅｎａｎｔ_ｉｄ", "tenant_\u2060id", s} {
+			owner := map[string]any{k: "globex", "note": s}
+			if foldKey(k) != "tenant_id" {
+				owner = map[string]any{"tenant_id": s + "-globex", k: s}
+			}
+			records = append(records,
+				map[string]any{"name": foreign, "s": s, "owner": owner},
+				map[string]any{"name": "mine", "deep": []any{map[string]any{"a": map[string]any{"b": owner}, "x": foreign}}},
+				map[string]any{"name": "ok", "tenant_id": "acme"})
+		}
+		doc, err := json.Marshal(map[string]any{"note": parts, "obj": obj, "n": json.Number("4111111111111111"), "tenant_id": "acme", "records": records})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -74,7 +96,7 @@ func FuzzJSON(f *testing.F) {
 		if err != nil {
 			t.Fatalf("JSON(%s): %v", doc, err)
 		}
-		for _, p := range planted {
+		for _, p := range append(planted, foreign) {
 			if survived(string(out), s, p) {
 				t.Fatalf("%q survived in %s", p, out)
 			}
@@ -85,7 +107,7 @@ func FuzzJSON(f *testing.F) {
 		}
 		rv, _ := rd.Value(v)
 		vb, _ := json.Marshal(rv)
-		for _, p := range planted {
+		for _, p := range append(planted, foreign) {
 			if survived(string(vb), s, p) {
 				t.Fatalf("%q survived Value in %s", p, vb)
 			}

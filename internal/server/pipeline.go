@@ -1,13 +1,13 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -164,13 +164,16 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 
 	// 7 redact.
 	_, end = s.stage(ctx, telemetry.StageRedact)
-	result, rep := render(red, resp)
+	result, rep, withheld := render(red, resp)
 	end()
 	c.rec.Redactions = rep.Total()
 	if len(rep.Counts) > 0 {
 		c.rec.RedactionKinds = rep.Counts
 	}
 	reason := orDefault(dec.Reason, "allowed by policy")
+	if withheld != "" {
+		reason += "; " + withheld
+	}
 	if resp.Status >= 400 {
 		return s.finish(ctx, c, decAllow, fmt.Sprintf("%s; upstream answered %d", reason, resp.Status), result)
 	}
@@ -285,38 +288,51 @@ func (s *Server) limitFor(p *authn.Principal, tool string, rl *policy.RateLimit)
 	return lim
 }
 
-// render turns an upstream response into an MCP result, redacted. JSON is
-// parsed once; the same redacted bytes become the text content and the
-// structured content.
-func render(red *redact.Redactor, resp *tools.Response) (*mcp.CallToolResult, redact.Report) {
-	if len(resp.Body) > 0 && !redact.IsText(resp.ContentType, resp.Body) {
-		return mcp.NewToolResultError(fmt.Sprintf("error: the upstream answered with binary content (%s), which is not passed to agents", resp.ContentType)), redact.Report{}
+// utf8BOM is stripped before a body is parsed: a byte-order mark must not
+// turn JSON into "not JSON".
+var utf8BOM = []byte("\xef\xbb\xbf")
+
+// render turns an upstream response into an MCP result, redacted. Any body
+// that parses as JSON is redacted as JSON, whatever its declared content
+// type (text/plain, text/json, application/x-json, a leading byte-order
+// mark); the same redacted bytes become the text content and the
+// structured content. A body that is not JSON gets the detectors only, so
+// it is withheld whenever the decision has field masks or a context
+// filter: masks that cannot be applied must not release data. withheld
+// says why the result was withheld, for the audit reason ("" when it was
+// released).
+func render(red *redact.Redactor, resp *tools.Response) (res *mcp.CallToolResult, rep redact.Report, withheld string) {
+	body := bytes.TrimPrefix(resp.Body, utf8BOM)
+	if len(body) > 0 && !redact.IsText(resp.ContentType, body) {
+		return mcp.NewToolResultError(fmt.Sprintf("error: the upstream answered with binary content (%s), which is not passed to agents", resp.ContentType)), redact.Report{}, "result withheld: binary content"
 	}
 	isErr := resp.Status >= 400
 	prefix := ""
 	if isErr {
 		prefix = fmt.Sprintf("upstream returned %d %s: ", resp.Status, http.StatusText(resp.Status))
 	}
-	if isJSON(resp.ContentType) && len(resp.Body) > 0 {
-		out, rep, err := red.JSON(resp.Body)
+	blank := len(bytes.TrimSpace(body)) == 0
+	if !blank {
+		out, rep, err := red.JSON(body)
 		if err == nil {
 			if rep.ContextEmpty {
-				return mcp.NewToolResultError(redact.NoRecordInContext + ": the result belongs to a context you may not see"), rep
+				return mcp.NewToolResultError(redact.NoRecordInContext + ": the result belongs to a context you may not see"), rep, ""
 			}
 			res := &mcp.CallToolResult{Content: []mcp.Content{mcp.NewTextContent(prefix + string(out))}, IsError: isErr}
 			if !isErr {
 				res.StructuredContent = structured(out)
 			}
-			return res, rep
+			return res, rep, ""
 		}
 	}
-	if red.HasContext() && len(resp.Body) > 0 {
-		// Records outside the caller's context can only be removed from
-		// JSON; anything else is withheld rather than passed through.
-		return mcp.NewToolResultError(prefix + "the result is not JSON, so it cannot be confined to your context and is withheld"), redact.Report{}
+	if red.NeedsJSON() && !blank {
+		// Field masks and records outside the caller's context can only
+		// be removed from JSON; anything else (NDJSON, JSON followed by
+		// more data, HTML, prose) is withheld rather than passed through.
+		return mcp.NewToolResultError(prefix + "the result is not JSON, so the policy's redaction rules cannot be applied to it and it is withheld"), redact.Report{}, "result withheld: not JSON, so the redaction rules could not be applied"
 	}
-	text, rep := red.Text(string(resp.Body))
-	return &mcp.CallToolResult{Content: []mcp.Content{mcp.NewTextContent(prefix + text)}, IsError: isErr}, rep
+	text, rep := red.Text(string(body))
+	return &mcp.CallToolResult{Content: []mcp.Content{mcp.NewTextContent(prefix + text)}, IsError: isErr}, rep, ""
 }
 
 // structured is the structuredContent for a JSON result: objects as they
@@ -335,13 +351,6 @@ func structured(out []byte) json.RawMessage {
 	wrapped = append(wrapped, `{"result":`...)
 	wrapped = append(wrapped, out...)
 	return append(wrapped, '}')
-}
-
-func isJSON(ct string) bool {
-	ct = strings.ToLower(ct)
-	mt, _, _ := strings.Cut(ct, ";")
-	mt = strings.TrimSpace(mt)
-	return mt == "application/json" || strings.HasSuffix(mt, "+json")
 }
 
 func itoa(v uint64) string { return strconv.FormatUint(v, 10) }
