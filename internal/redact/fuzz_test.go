@@ -11,6 +11,7 @@ import (
 var planted = []string{
 	"4111111111111111", "5555-5555-5555-4444", "sk_live_4eC39HqLyjWDarjtT1zdp7dc", "AKIAIOSFODNN7EXAMPLE",
 	ghToken, jwt, "alice@example.com", "123-45-6789", "DE89370400440532013000",
+	"postgres://admin:hunter2@10.0.0.5/crm", "Password=hunter2", pemBlock,
 }
 
 // foreign marks a record of another tenant; no record holding it may survive.
@@ -118,7 +119,7 @@ func FuzzJSON(f *testing.F) {
 func FuzzText(f *testing.F) {
 	for _, s := range []string{
 		"", "plain", "card 4111-1111-1111-1111 exp 12/25", "+44 (0)20 7946 0958", "a@b.co", "DE89 3704 0044 0532 0130 00",
-		"-----BEGIN EC PRIVATE KEY-----\nx", "aws_secret_access_key=", "eyJa.eyJb.", "Bearer ", "xoxb-", "1-800-555-0199",
+		"-----BEGIN EC PRIVATE KEY-----\nx", "aws_secret_access_key=", "postgres://admin:hunter2@", "a://:@", "pwd= x", "DB_PASSWORD='", "eyJa.eyJb.", "Bearer ", "xoxb-", "1-800-555-0199",
 	} {
 		f.Add(s)
 	}

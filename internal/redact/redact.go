@@ -15,7 +15,7 @@ const NoRecordInContext = "no record in your context"
 const (
 	KindField      = "field"       // a value masked by a path or key rule
 	KindContext    = "context"     // an object removed by context filtering
-	KindSecret     = "secret"      // provider API keys, private keys, JWTs, bearer tokens
+	KindSecret     = "secret"      // provider API keys, private keys, JWTs, bearer tokens, URL and password= credentials
 	KindCreditCard = "credit_card" // Luhn-valid card numbers
 	KindSSN        = "ssn"         // US social security numbers
 	KindEmail      = "email"       // e-mail addresses
