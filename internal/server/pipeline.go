@@ -38,6 +38,7 @@ type call struct {
 	p     *authn.Principal
 	rec   audit.Record
 	span  trace.Span
+	known bool // the tool exists: its name may be a metric label
 }
 
 // callTool is the pipeline of one tool call (steps 3–8 of ARCHITECTURE.md):
@@ -70,7 +71,7 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 	if !ok { // mcp-go answers unknown names itself; see auditUnknownTool
 		return s.deny(ctx, c, "no such tool")
 	}
-	c.rec.Upstream = up.Name
+	c.rec.Upstream, c.known = up.Name, true
 	args := req.GetArguments()
 	if args == nil {
 		args = map[string]any{}

@@ -115,6 +115,7 @@ type fixtureOpts struct {
 	policy  Decider
 	limiter ratelimit.Limiter
 	mutate  func(*config.Config)
+	tel     Telemetry
 }
 
 var principals = fakeAuthn{
@@ -184,7 +185,7 @@ upstreams: [{name: crm, base_url: %q, openapi: %q}]
 	st := store.NewMemory()
 	srv, err := New(Options{
 		Config: cfg, Authn: principals, Catalog: cat, Policy: o.policy, Limiter: o.limiter,
-		Sessions: st, Audit: rec, Client: upstream.Client(), Revocations: st,
+		Sessions: st, Audit: rec, Client: upstream.Client(), Revocations: st, Telemetry: o.tel,
 	})
 	if err != nil {
 		t.Fatal(err)
