@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -8,6 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
 )
 
 // hostileDoc is the OpenAPI document of an upstream that tries every way
@@ -179,4 +183,90 @@ audit:
 	if withheld != 2*3 {
 		t.Errorf("%d audit records of withheld results, want 6", withheld)
 	}
+}
+
+// TestSpinningAgentBounded runs the limit attacks of issue 13 through the
+// binary. A new agent of the same human (a delegation naming the human's
+// own token as the actor, a freshly registered client) finds the human's
+// bucket as empty as the copilot left it; an agent spinning on refused
+// calls gets answers but leaves a bounded audit trail; and its made-up tool
+// names share one metric label.
+func TestSpinningAgentBounded(t *testing.T) {
+	st := startStack(t, `ratelimit:
+  default: {requests: 2, per: 1h}
+  refusals: {requests: 5, per: 1h}
+`)
+	args := map[string]any{"customer_id": "c-1"}
+	alice := connect(t, st.gw.URL, st.tokens["alice"], eras[0])
+	for i := range 2 {
+		if res := callTool(t, alice, "crm_get_customer", args); res.IsError {
+			t.Fatalf("call %d: %s", i, resultText(res))
+		}
+	}
+	self := delegate(t, st.gw.URL, st.tokens["alice"], st.tokens["alice"], "tool:crm_*")
+	fresh := mint(t, st.iss, st.gw.URL, map[string]any{"sub": "alice", "roles": []string{"support"}, "tenant": "acme", "azp": "client-fresh-7f3a"})
+	for name, tok := range map[string]string{"delegation to alice herself": self, "fresh client": fresh} {
+		res := callTool(t, connect(t, st.gw.URL, tok, eras[0]), "crm_get_customer", args)
+		if !res.IsError || !strings.HasPrefix(resultText(res), "rate limited: ") {
+			t.Errorf("%s got a fresh bucket: %v %s", name, res.IsError, resultText(res))
+		}
+	}
+
+	const spins = 60
+	bob := connect(t, st.gw.URL, st.tokens["bob"], eras[1])
+	for i := range spins {
+		req := mcp.CallToolRequest{}
+		req.Params.Name = fmt.Sprintf("made_up_%d", i)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		res, err := bob.CallTool(ctx, req)
+		cancel()
+		if err == nil && !res.IsError {
+			t.Fatalf("unknown tool %s answered as a success", req.Params.Name)
+		}
+	}
+	metrics := httpGetBody(t, st.gw.URL+"/metrics")
+	if !strings.Contains(metrics, fmt.Sprintf(`harness_tool_calls_total{decision="deny",tool="_unknown"} %d`, spins)) || strings.Contains(metrics, `tool="made_up_`) {
+		t.Errorf("unknown tool names in /metrics:\n%s", grepLines(metrics, "harness_tool_calls_total"))
+	}
+
+	st.gw.stop() // flushes the aggregate record and closes the trail
+	individual, aggregate := 0, ""
+	for _, line := range strings.Split(strings.TrimSpace(readFile(t, st.gw.AuditPath)), "\n") {
+		var r struct{ Kind, Subject, Tool, Reason string }
+		if err := json.Unmarshal([]byte(line), &r); err != nil || r.Subject != "bob" {
+			continue
+		}
+		switch r.Kind {
+		case "":
+			individual++
+		case "refusals":
+			if aggregate != "" {
+				t.Errorf("two aggregate records: %s", line)
+			}
+			aggregate = r.Reason
+		}
+	}
+	if individual != 5 || !strings.HasPrefix(aggregate, fmt.Sprintf("%d refused calls of bob", spins-5)) {
+		t.Errorf("bob's %d refusals left %d individual records and the aggregate %q; want 5 and %d in one record", spins, individual, aggregate, spins-5)
+	}
+}
+
+func httpGetBody(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	return readAll(t, resp.Body)
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -38,7 +38,8 @@ type call struct {
 	p     *authn.Principal
 	rec   audit.Record
 	span  trace.Span
-	known bool // the tool exists: its name may be a metric label
+	known   bool // the tool exists: its name may be a metric label
+	refused bool // refused before the upstream: charged to the refusal budget
 }
 
 // callTool is the pipeline of one tool call (steps 3–8 of ARCHITECTURE.md):
@@ -116,9 +117,9 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 	}
 
 	// 5 limit.
-	lim := s.limitFor(p, name, dec.RateLimit)
+	lims := s.limitsFor(p, name, dec.RateLimit)
 	lctx, end := s.stage(ctx, telemetry.StageRateLimit)
-	res, err := s.limiter.Allow(lctx, []ratelimit.Limit{lim})
+	res, err := s.limiter.Allow(lctx, lims)
 	end()
 	switch {
 	case errors.Is(err, ratelimit.ErrInvalidLimit):
@@ -131,7 +132,8 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 		s.log.WarnContext(ctx, "rate limiter unavailable: call allowed by ratelimit.on_error", "err", err)
 	case !res.Allowed:
 		retry := res.RetryAfter.Round(time.Millisecond)
-		msg := fmt.Sprintf("rate limited: %d requests per %s for %s; retry after %s", lim.Requests, lim.Per, name, retry)
+		msg := fmt.Sprintf("rate limited: %d requests per %s for %s; retry after %s", res.Limit.Requests, res.Limit.Per, name, retry)
+		c.refused = true
 		return s.finish(ctx, c, decRateLimited, msg, mcp.NewToolResultError(msg))
 	}
 
@@ -156,6 +158,7 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 	end()
 	if err != nil {
 		if errors.Is(err, tools.ErrInvalidArguments) {
+			c.refused = true
 			return s.finish(ctx, c, decError, "invalid arguments", mcp.NewToolResultError(err.Error()))
 		}
 		s.log.WarnContext(ctx, "upstream call failed", "err", err, "tool", name)
@@ -201,6 +204,7 @@ func (s *Server) auditUnknownTool(ctx context.Context, _ any, method mcp.MCPMeth
 	}
 	c := &call{start: time.Now(), p: principalFrom(ctx)}
 	c.rec = audit.Record{Action: policy.ActionCall, Tool: name, Environment: s.cfg.Environment, Session: sessionFrom(ctx)}
+	c.refused = true
 	if c.p != nil {
 		c.rec.Subject, c.rec.Issuer, c.rec.Agent = c.p.Subject, humanIssuer(c.p), c.p.Agent
 		if c.p.Delegation != nil {
@@ -211,6 +215,7 @@ func (s *Server) auditUnknownTool(ctx context.Context, _ any, method mcp.MCPMeth
 }
 
 func (s *Server) deny(ctx context.Context, c *call, reason string) (*mcp.CallToolResult, error) {
+	c.refused = true
 	return s.finish(ctx, c, decDeny, reason, mcp.NewToolResultError("denied: "+reason))
 }
 
@@ -225,7 +230,14 @@ func (s *Server) finish(ctx context.Context, c *call, decision, reason string, r
 	c.rec.Decision, c.rec.Reason = decision, reason
 	d := time.Since(c.start)
 	c.rec.DurationMS = float64(d.Microseconds()) / 1000
+	if c.refused && c.p != nil && !s.refusalAudited(ctx, c.p) {
+		// Over the human's refusal budget: answered, counted in the
+		// metrics and in the aggregate record, not audited one by one.
+		s.endCall(ctx, c, decision, d)
+		return res, nil
+	}
 	actx, end := s.stage(ctx, telemetry.StageAudit)
+	s.flushRefusals(actx, c.p, time.Now())
 	err := s.audit.Write(actx, &c.rec)
 	end()
 	if err != nil {
@@ -269,24 +281,29 @@ func (s *Server) detectors(dec policy.Decision) []string {
 	return s.cfg.Redaction.Detectors
 }
 
-// limitFor is the bucket of one call: per subject, agent and tool unless
-// the decision names a key. The hash tag keeps one call's keys in one Redis
-// Cluster slot.
-func (s *Server) limitFor(p *authn.Principal, tool string, rl *policy.RateLimit) ratelimit.Limit {
-	lim := ratelimit.Limit{Requests: s.cfg.RateLimit.Default.Requests, Per: s.cfg.RateLimit.Default.Per.D()}
-	key := ""
-	if rl != nil {
-		if rl.Requests > 0 && rl.Per > 0 {
-			lim.Requests, lim.Per = rl.Requests, rl.Per
-		}
-		key = rl.Key
+// humanTag is the rate-limit hash tag of the human behind p: a delegation
+// and every agent of one human share it (the human chooses the agent, so
+// the agent cannot be what separates buckets).
+func humanTag(p *authn.Principal) string { return ratelimit.Tag(humanIssuer(p), p.Subject) }
+
+// limitsFor is the buckets of one call: per human and tool, and per human,
+// agent and tool, both charged at once (a fresh agent or client of the
+// same human finds the human's bucket as full as before), unless the
+// decision names a key: then the one bucket of that key. The hash tag (the
+// human) keeps one call's keys in one Redis Cluster slot.
+func (s *Server) limitsFor(p *authn.Principal, tool string, rl *policy.RateLimit) []ratelimit.Limit {
+	requests, per := s.cfg.RateLimit.Default.Requests, s.cfg.RateLimit.Default.Per.D()
+	if rl != nil && rl.Requests > 0 && rl.Per > 0 {
+		requests, per = rl.Requests, rl.Per
 	}
-	if key == "" {
-		lim.Key = ratelimit.Key(humanIssuer(p)+"|"+p.Subject+"|"+p.Agent, tool) // a delegation shares its human's bucket
-	} else {
-		lim.Key = ratelimit.Key("policy:" + key)
+	if rl != nil && rl.Key != "" {
+		return []ratelimit.Limit{{Key: ratelimit.Key("policy:" + rl.Key), Requests: requests, Per: per}}
 	}
-	return lim
+	tag := humanTag(p)
+	return []ratelimit.Limit{
+		{Key: ratelimit.Key(tag, "tool", tool), Requests: requests, Per: per},
+		{Key: ratelimit.Key(tag, "agent", p.Agent, "tool", tool), Requests: requests, Per: per},
+	}
 }
 
 // utf8BOM is stripped before a body is parsed: a byte-order mark must not
