@@ -34,10 +34,10 @@ const (
 
 // call is the state of one tools/call as it moves through the pipeline.
 type call struct {
-	start time.Time
-	p     *authn.Principal
-	rec   audit.Record
-	span  trace.Span
+	start   time.Time
+	p       *authn.Principal
+	rec     audit.Record
+	span    trace.Span
 	known   bool // the tool exists: its name may be a metric label
 	refused bool // refused before the upstream: charged to the refusal budget
 }
