@@ -369,7 +369,8 @@ type tokenResponse struct {
 //   - requested_token_type (optional): access_token or jwt;
 //   - expires_in (optional, non-standard): a shorter life in seconds.
 //
-// A may_act claim in the subject token must name the actor. The issued token
+// A may_act claim in the subject token must name the actor; the issued
+// token carries it, so it binds every later exchange too. The issued token
 // lives at most MaxTTL and never past the subject token (or the grant it
 // narrows). Errors are RFC 6749 §5.2 JSON; every answer is Cache-Control:
 // no-store.
@@ -561,6 +562,7 @@ func (e *Exchange) exchange(w http.ResponseWriter, r *http.Request) (*tokenRespo
 	if len(ancestry) > 0 {
 		claims["delegation_chain"] = ancestry
 	}
+	carryMayAct(claims, subj.Claims)
 	tok, err := e.Keys.sign(ctx, typAccessToken, claims)
 	if err != nil {
 		return nil, fmt.Errorf("issue delegation token: %w", err)
@@ -584,6 +586,17 @@ func (e *Exchange) exchange(w http.ResponseWriter, r *http.Request) (*tokenRespo
 		ExpiresIn:       exp - iat,
 		Scope:           scope,
 	}, nil
+}
+
+// carryMayAct copies the subject token's may_act claim, as it is, into a
+// delegation token: the constraint on who may act for the human holds for
+// every later exchange of that token too, where [checkMayAct] reads it
+// back (a delegation made under may_act {sub: agent-42} cannot be
+// re-exchanged to another agent).
+func carryMayAct(dst, subject map[string]any) {
+	if v, ok := subject["may_act"]; ok && v != nil {
+		dst["may_act"] = v
+	}
 }
 
 // checkMayAct enforces RFC 8693 §4.4: when the subject token carries may_act
@@ -862,6 +875,7 @@ func (e *Exchange) Issue(ctx context.Context, subject *Subject, agent string, sc
 	if len(subject.Roles) > 0 {
 		claims["roles"] = append([]string(nil), subject.Roles...)
 	}
+	carryMayAct(claims, subject.Claims)
 	tok, err := e.Keys.sign(ctx, typAccessToken, claims)
 	if err != nil {
 		return "", Issued{}, fmt.Errorf("issue delegation token: %w", err)

@@ -213,6 +213,35 @@ func TestExchangeMayAct(t *testing.T) {
 	}
 }
 
+// TestMayActCarriesOver: a delegation made under the subject token's
+// may_act {sub: agent-42} keeps that constraint. The attack re-exchanged it
+// with evil-agent as the actor and used the new token.
+func TestMayActCarriesOver(t *testing.T) {
+	e := newEnv(t)
+	human := e.humanToken(t, map[string]any{"may_act": map[string]any{"sub": "agent-42"}})
+	first := e.mustExchange(t, e.form(human, e.agentToken(t, "agent-42"), "tool:crm_*"))
+	_, claims := stdVerify(t, jwks(t, e.keys), first.AccessToken)
+	if ma, _ := claims["may_act"].(map[string]any); ma["sub"] != "agent-42" {
+		t.Fatalf("the delegation token lost may_act: %v", claims["may_act"])
+	}
+	code, rep := e.exchange(t, e.form(first.AccessToken, e.agentToken(t, "evil-agent"), "tool:crm_*"))
+	if code != http.StatusBadRequest || rep.Error != "invalid_grant" {
+		t.Fatalf("re-exchange to evil-agent: got %d %q, want 400 invalid_grant", code, rep.Error)
+	}
+	// The named agent may still narrow its own grant, and the constraint
+	// travels on through every hop.
+	second := e.mustExchange(t, e.form(first.AccessToken, "", "tool:crm_get_*"))
+	if code, rep := e.exchange(t, e.form(second.AccessToken, e.agentToken(t, "evil-agent"), "tool:crm_get_*")); code != http.StatusBadRequest || rep.Error != "invalid_grant" {
+		t.Errorf("second hop to evil-agent: got %d %q, want 400 invalid_grant", code, rep.Error)
+	}
+	// Without may_act, re-exchange to another agent stays possible.
+	free := e.mustExchange(t, e.form(e.humanToken(t, nil), e.agentToken(t, "agent-42"), "tool:crm_*"))
+	if _, claims := stdVerify(t, jwks(t, e.keys), free.AccessToken); claims["may_act"] != nil {
+		t.Errorf("may_act invented: %v", claims["may_act"])
+	}
+	e.mustExchange(t, e.form(free.AccessToken, e.agentToken(t, "agent-b"), "tool:crm_*"))
+}
+
 func TestReExchangeNarrowsOnly(t *testing.T) {
 	e := newEnv(t)
 	first := e.mustExchange(t, e.form(e.humanToken(t, nil), e.agentToken(t, "agent-a"), "tool:crm_* tool:billing_get_invoice"))

@@ -384,7 +384,11 @@ func TestDelegationExchangeErrors(t *testing.T) {
 	mayAct := mint(t, ds.iss, gw, map[string]any{"sub": "bob", "roles": []string{"admin"}, "may_act": map[string]any{"sub": "agent-9"}})
 	check("actor not named in may_act", exchangeForm(mayAct, ds.agent, delegatedScope), "invalid_grant")
 	mayAct = mint(t, ds.iss, gw, map[string]any{"sub": "bob", "roles": []string{"admin"}, "may_act": map[string]any{"sub": "agent-42"}})
-	delegate(t, gw, mayAct, ds.agent, delegatedScope)
+	underMayAct := delegate(t, gw, mayAct, ds.agent, delegatedScope)
+	// The delegation keeps may_act: it cannot be re-exchanged to another agent.
+	evil := mint(t, ds.iss, gw, map[string]any{"sub": "evil-agent", "azp": "evil-agent"})
+	check("re-exchange of a may_act delegation to another actor", exchangeForm(underMayAct, evil, delegatedScope), "invalid_grant")
+	delegate(t, gw, underMayAct, ds.agent, delegatedScope)
 	// A delegation never outlives the human's token.
 	short := mint(t, ds.iss, gw, map[string]any{"sub": "bob", "roles": []string{"admin"}, "exp": now.Add(2 * time.Minute).Unix()})
 	if status, m := oauthPost(t, tokenURL, exchangeForm(short, ds.agent, delegatedScope)); status != http.StatusOK {

@@ -457,6 +457,30 @@ func TestDemoCommand(t *testing.T) {
 			t.Errorf("%s: alice cannot read a customer in the demo: %s", e.name, resultText(res))
 		}
 	}
+	// Through the gateway, the sample API verified the assertion.
+	bob := regexp.MustCompile(`HARNESS_TOKEN_BOB=(\S+)`).FindStringSubmatch(p.logs.String())
+	if bob == nil {
+		t.Fatal("demo printed no token for bob")
+	}
+	res := callTool(t, connect(t, mcpURL, bob[1], eras[0]), "crm_whoami", nil)
+	if txt := resultText(res); res.IsError || !strings.Contains(txt, `"verified":true`) || !strings.Contains(txt, `"sub":"bob"`) {
+		t.Errorf("whoami through the demo gateway: %s", txt)
+	}
+
+	// The sample API itself is closed: no assertion, no data (the attack:
+	// curl on it returned card numbers without any token). Even the human's
+	// own token is not the gateway's assertion.
+	m := regexp.MustCompile(`sample API\s+(http://\S+)`).FindStringSubmatch(p.logs.String())
+	if m == nil {
+		t.Fatalf("demo printed no sample API URL:\n%s", p.logs.String())
+	}
+	for _, auth := range []string{"", "Bearer " + token} {
+		for _, path := range []string{"/customers", "/customers/c-1", "/refunds"} {
+			if code, body := directGet(t, m[1]+path, auth); code != http.StatusUnauthorized || strings.Contains(body, "4111") {
+				t.Errorf("GET %s on the sample API with %q: %d %s, want 401", path, auth[:min(len(auth), 10)], code, body)
+			}
+		}
+	}
 }
 
 func TestValidateCommand(t *testing.T) {

@@ -35,6 +35,10 @@ var demoUsers = []demoUser{
 // demoAgent is the client id (azp) the demo tokens name.
 const demoAgent = "demo-agent"
 
+// demoUpstream is the sample API's upstream name: its tools' prefix and
+// the audience of the assertions it verifies.
+const demoUpstream = "crm"
+
 // demoOAuthClient is the gateway's client id at the development issuer.
 const demoOAuthClient = "harness-demo"
 
@@ -66,7 +70,11 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	addr := ln.Addr().String()
 	publicURL := "http://" + addr
 
-	apiURL, stopAPI, err := sampleapi.Start(ctx, "127.0.0.1:0")
+	// The sample API accepts only calls that carry the gateway's assertion,
+	// verified against its JWKS, as any upstream behind Harness should.
+	apiURL, stopAPI, err := sampleapi.Start(ctx, "127.0.0.1:0", sampleapi.Verification{
+		JWKSURL: publicURL + "/.well-known/jwks.json", Issuer: publicURL, Audience: demoUpstream,
+	})
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("sample API: %w", err)
@@ -114,7 +122,7 @@ auth:
     - issuer: %q
       roles_claim: roles
 upstreams:
-  - name: crm
+  - name: %s
     base_url: %q
     openapi: %q
 audit:
@@ -123,7 +131,7 @@ oauth:
   login_issuer: %q
   client_id: %q
   client_secret: %q
-`, addr, publicURL, iss.URL(), apiURL, apiURL+"/openapi.json", *auditPath, iss.URL(), demoOAuthClient, oauthSecret)
+`, addr, publicURL, iss.URL(), demoUpstream, apiURL, apiURL+"/openapi.json", *auditPath, iss.URL(), demoOAuthClient, oauthSecret)
 	cfg, err := config.Parse([]byte(yaml), func(string) (string, bool) { return "", false })
 	if err != nil {
 		ln.Close()
@@ -154,7 +162,7 @@ func printDemo(w io.Writer, mcpURL, apiURL, issuerURL, auditPath string, tokens 
 	var b strings.Builder
 	line := strings.Repeat("─", 78)
 	fmt.Fprintf(&b, "\n%s\n Harness demo — NOT FOR PRODUCTION (development issuer, ephemeral keys)\n%s\n\n", line, line)
-	fmt.Fprintf(&b, "  MCP endpoint   %s\n  sample API     %s  (upstream \"crm\")\n  dev issuer     %s\n  audit trail    %s\n\n", mcpURL, apiURL, issuerURL, auditPath)
+	fmt.Fprintf(&b, "  MCP endpoint   %s\n  sample API     %s  (upstream \"crm\"; only through the gateway: it verifies the gateway's assertion)\n  dev issuer     %s\n  audit trail    %s\n\n", mcpURL, apiURL, issuerURL, auditPath)
 	base := strings.TrimSuffix(mcpURL, "/mcp")
 	b.WriteString("Connect a copilot by OAuth (no token to paste): give it only the MCP URL above.\n")
 	b.WriteString("It discovers Harness, registers, and opens a browser: pick alice, bob or carol at the\n")

@@ -38,6 +38,10 @@ const (
 	KindGap = "gap"
 	// KindGrant records a delegation issued: a human granted an agent tools.
 	KindGrant = "grant"
+	// KindRefusals records, as one record, the refused calls of a human
+	// beyond the refusal budget (ratelimit.refusals) that were not recorded
+	// one by one; Reason says how many and when.
+	KindRefusals = "refusals"
 )
 
 // ZeroHash is the Prev of the first record of a chain.
@@ -62,7 +66,7 @@ type Record struct {
 	Seq uint64 `json:"seq"`
 	// ID identifies the record (a UUIDv7 when Write generates it).
 	ID string `json:"id"`
-	// Kind is empty for a call record, or KindStart, KindRotate, KindGap, KindGrant.
+	// Kind is empty for a call record, or KindStart, KindRotate, KindGap, KindGrant, KindRefusals.
 	Kind string `json:"kind,omitempty"`
 	// Action is ActionCall or ActionList.
 	Action string `json:"action,omitempty"`

@@ -147,6 +147,11 @@ type RateLimit struct {
 	// RedisTimeout bounds every Redis call (rate limit, session, revocation,
 	// key lookups); past it the call counts as Redis being unreachable.
 	RedisTimeout Duration `yaml:"redis_timeout"`
+	// Refusals is the budget of refused calls (unknown tool, denied, rate
+	// limited, invalid arguments) per human that are audited one by one;
+	// beyond it refusals are still answered but audited in aggregate, so a
+	// spinning agent cannot fill the audit trail.
+	Refusals Rate `yaml:"refusals"`
 }
 
 // Rate is a number of requests per period.
@@ -243,6 +248,7 @@ func Default() Config {
 			Default:      Rate{Requests: 60, Per: Duration(time.Minute)},
 			OnError:      "deny",
 			RedisTimeout: Duration(100 * time.Millisecond),
+			Refusals:     Rate{Requests: 30, Per: Duration(time.Minute)},
 		},
 		Redaction: Redaction{Detectors: []string{"secret", "credit_card", "ssn"}},
 		Audit:     Audit{Path: "./audit.log", OnError: "deny", Fsync: "batch"},

@@ -408,6 +408,12 @@ func (c *Config) Validate() Problems {
 	if c.RateLimit.Default.Per <= 0 {
 		bad("ratelimit.default.per", "must be a positive duration")
 	}
+	if c.RateLimit.Refusals.Requests <= 0 {
+		bad("ratelimit.refusals.requests", "must be positive")
+	}
+	if c.RateLimit.Refusals.Per <= 0 {
+		bad("ratelimit.refusals.per", "must be a positive duration")
+	}
 	if c.RateLimit.RedisTimeout <= 0 || c.RateLimit.RedisTimeout.D() > 10*time.Second {
 		bad("ratelimit.redis_timeout", "must be between 1ms and 10s, got %s", c.RateLimit.RedisTimeout)
 	}

@@ -12,11 +12,11 @@
 // A Lua script on Redis Cluster may only touch keys of one hash slot, so the
 // keys of one Allow call must share a hash tag: the text between the first
 // "{" and the following "}". Build keys with Key, which puts its first
-// argument (the principal, e.g. issuer|subject|agent) in the tag and escapes
+// argument (the principal, e.g. Tag(issuer, subject)) in the tag and escapes
 // every part:
 //
-//	ratelimit.Key("https://idp|alice|cursor", "tool", "crm_get_customer") // {https://idp|alice|cursor}:tool:crm_get_customer
-//	ratelimit.Key("https://idp|alice|cursor", "all")
+//	ratelimit.Key(ratelimit.Tag("https://idp", "alice"), "tool", "crm_get_customer") // {https://idp|alice}:tool:crm_get_customer
+//	ratelimit.Key(ratelimit.Tag("https://idp", "alice"), "agent", "cursor", "tool", "crm_get_customer")
 //
 // Allow refuses (with ErrInvalidLimit) a call whose keys carry different hash
 // tags, for both implementations, so a configuration that works in memory
@@ -99,6 +99,24 @@ var (
 
 // keyEscaper escapes the characters that structure a key.
 var keyEscaper = strings.NewReplacer("%", "%25", "{", "%7B", "}", "%7D", ":", "%3A")
+
+// tagEscaper escapes the separator of Tag and its own escape character.
+var tagEscaper = strings.NewReplacer("%", "%25", "|", "%7C")
+
+// Tag joins the parts of an identity (issuer, subject, agent…) into one
+// hash tag for Key, separated by "|", each part escaped first: distinct
+// part lists give distinct tags ("victim|x", "copilot" is not "victim",
+// "x|copilot").
+func Tag(parts ...string) string {
+	var b strings.Builder
+	for i, p := range parts {
+		if i > 0 {
+			b.WriteByte('|')
+		}
+		b.WriteString(tagEscaper.Replace(p))
+	}
+	return b.String()
+}
 
 // Key builds a bucket key whose hash tag is tag: "{tag}:part1:part2…". Every
 // component is escaped ('%', '{', '}', ':'), so distinct inputs give distinct

@@ -402,6 +402,32 @@ func TestKey(t *testing.T) {
 	}
 }
 
+// TestTagSeparatorEscaped: the parts of an identity cannot be shifted across
+// the separator. The attack: sub "victim|x" with azp "copilot" used up the
+// bucket of sub "victim" with azp "x|copilot".
+func TestTagSeparatorEscaped(t *testing.T) {
+	a := Key(Tag("https://idp", "victim|x", "copilot"), "tool", "crm")
+	b := Key(Tag("https://idp", "victim", "x|copilot"), "tool", "crm")
+	if a == b {
+		t.Fatalf("distinct identities share the bucket %q", a)
+	}
+	if got := Tag("a|b", "c%7Cd", ""); got != "a%7Cb|c%257Cd|" {
+		t.Errorf("Tag = %q", got)
+	}
+}
+
+// FuzzTag: distinct identity part lists never give one tag.
+func FuzzTag(f *testing.F) {
+	f.Add("victim|x", "copilot", "victim", "x|copilot")
+	f.Add("a%7C", "b", "a|", "b")
+	f.Add("", "|", "|", "")
+	f.Fuzz(func(t *testing.T, a1, a2, b1, b2 string) {
+		if (a1 != b1 || a2 != b2) && Tag(a1, a2) == Tag(b1, b2) {
+			t.Fatalf("(%q, %q) and (%q, %q) share the tag %q", a1, a2, b1, b2, Tag(a1, a2))
+		}
+	})
+}
+
 func FuzzKey(f *testing.F) {
 	f.Add("alice", "tool", "x")
 	f.Add("a}b", "{", ":")

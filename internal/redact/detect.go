@@ -148,6 +148,20 @@ func (d detSet) find(s []byte, ms []match) []match {
 						ms = append(ms, match{kSecret, i, end})
 					}
 				}
+			case ':':
+				if d&bSecret != 0 {
+					var st int
+					if st, end = matchURLPassword(s, i); end > 0 {
+						ms = append(ms, match{kSecret, st, end})
+					}
+				}
+			case '=':
+				if d&bSecret != 0 {
+					var st int
+					if st, end = matchPasswordPair(s, i, last); end > 0 {
+						ms = append(ms, match{kSecret, st, end})
+					}
+				}
 			}
 			if end > 0 {
 				i, last = end, end
@@ -657,4 +671,89 @@ func mod97(b []byte) bool {
 		add(c)
 	}
 	return r == 1
+}
+
+// maxAuthority bounds the look-ahead for a URL's userinfo.
+const maxAuthority = 512
+
+// matchURLPassword recognises the password of a URL's userinfo,
+// "scheme://user:password@host", at the ":" of "://" at s[i]. Only the
+// password is masked; the authority ends at "/", "?", "#", white space or
+// a quote, and its last "@" ends the userinfo (a password may hold "@").
+func matchURLPassword(s []byte, i int) (start, end int) {
+	if !hasPrefixAt(s, i, "://") || i == 0 || !is(s[i-1], cAlnum) {
+		return 0, 0
+	}
+	j := i + 3
+	colon, at := -1, -1
+	for k := j; k < len(s) && k-j < maxAuthority; k++ {
+		switch c := s[k]; {
+		case c == '/' || c == '?' || c == '#' || c == '"' || c == '\'' || c == '<' || c == '>' || c == '\\' || c == '`' || c <= ' ':
+			k = len(s)
+			continue
+		case c == '@':
+			at = k
+		case c == ':' && colon < 0 && at < 0:
+			colon = k
+		}
+	}
+	if at < 0 || colon < 0 || colon > at || at-colon < 2 {
+		return 0, 0
+	}
+	return colon + 1, at
+}
+
+// passwordKeys are the names whose "=" value is a password (any case, alone
+// or ending a longer name after "_": DB_PASSWORD=, mysql_pwd=).
+var passwordKeys = [...]string{"password", "passwd", "pwd"}
+
+// matchPasswordPair recognises "password=value" (also passwd, pwd; spaces
+// around "=" and a quoted value allowed) at the "=" at s[i]; the name is
+// looked for back to bound. The value is masked up to white space, ";",
+// "&", ",", or its closing quote.
+func matchPasswordPair(s []byte, i, bound int) (start, end int) {
+	k := i
+	for k > bound && s[k-1] == ' ' {
+		k--
+	}
+	w := k
+	for w > bound && is(s[w-1], cWord) {
+		w--
+	}
+	name := s[w:k]
+	ok := false
+	for _, p := range passwordKeys {
+		if len(name) >= len(p) && bytes.EqualFold(name[len(name)-len(p):], []byte(p)) {
+			if st := len(name) - len(p); st == 0 || name[st-1] == '_' {
+				ok = true
+				break
+			}
+		}
+	}
+	if !ok {
+		return 0, 0
+	}
+	j := i + 1
+	for j < len(s) && s[j] == ' ' {
+		j++
+	}
+	if j < len(s) && (s[j] == '"' || s[j] == '\'') {
+		q := s[j]
+		e := bytes.IndexByte(s[j+1:], q)
+		if e < 1 {
+			return 0, 0
+		}
+		return j + 1, j + 1 + e
+	}
+	e := j
+	for e < len(s) {
+		if c := s[e]; c <= ' ' || c == ';' || c == '&' || c == ',' || c == '"' || c == '\'' || c == '<' {
+			break
+		}
+		e++
+	}
+	if e == j {
+		return 0, 0
+	}
+	return j, e
 }

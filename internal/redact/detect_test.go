@@ -121,6 +121,22 @@ func TestDetectors(t *testing.T) {
 		{"lone jwt header", "secret", "eyJhbGciOiJIUzI1NiJ9", "eyJhbGciOiJIUzI1NiJ9"},
 		// disabled detectors leave data alone
 		{"card not enabled", "ssn", "4111111111111111", "4111111111111111"},
+		// Credentials in URLs, password= pairs, private keys: the attack was
+		// an upstream 500 body with a connection string.
+		{"postgres url", "secret", "dial postgres://admin:hunter2@10.0.0.5/crm failed", "dial postgres://admin:[REDACTED:secret]@10.0.0.5/crm failed"},
+		{"url password with @", "secret", "redis://:p@ss@cache:6379/0", "redis://:[REDACTED:secret]@cache:6379/0"},
+		{"https userinfo", "secret", "GET https://bot:s3cr%40t@api.example.com?x=1", "GET https://bot:[REDACTED:secret]@api.example.com?x=1"},
+		{"mongodb+srv", "secret", `"mongodb+srv://u:pw0rd@c0.mongodb.net"`, `"mongodb+srv://u:[REDACTED:secret]@c0.mongodb.net"`},
+		{"password pair", "secret", "Server=db;User Id=sa;Password=hunter2;Encrypt=true", "Server=db;User Id=sa;Password=[REDACTED:secret];Encrypt=true"},
+		{"pwd pair", "secret", "uid=sa&pwd=Tr0ub4dor&3", "uid=sa&pwd=[REDACTED:secret]&3"},
+		{"passwd env", "secret", "export DB_PASSWD = 'correct horse'", "export DB_PASSWD = '[REDACTED:secret]'"},
+		{"password in query", "secret", "/login?user=a&password=hunter2 HTTP/1.1", "/login?user=a&password=[REDACTED:secret] HTTP/1.1"},
+		{"private key block", "secret", "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n-----END OPENSSH PRIVATE KEY-----\nafter", "[REDACTED:secret]\nafter"},
+		{"plain url untouched", "secret", "see https://example.com/a/b?c=d#e and http://host:8080/x", "see https://example.com/a/b?c=d#e and http://host:8080/x"},
+		{"url with user only untouched", "secret", "ssh://git@github.com/acme/repo.git", "ssh://git@github.com/acme/repo.git"},
+		{"at in path untouched", "secret", "https://host:443/users/@alice:x", "https://host:443/users/@alice:x"},
+		{"mailto untouched", "secret", "mailto:alice:x@example.com", "mailto:alice:x@example.com"},
+		{"password prose untouched", "secret", "password reset sent; passwords=3; nopassword=1; password=", "password reset sent; passwords=3; nopassword=1; password="},
 		{"email not enabled", "secret", "alice@example.com", "alice@example.com"},
 	}
 	for _, tt := range tests {

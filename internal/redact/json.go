@@ -52,6 +52,7 @@ type jsonWalker struct {
 	path []pathElem
 	ms   []match
 	buf  []byte
+	kbuf []byte // a folded key
 }
 
 func (w *jsonWalker) fail(what string) error {
@@ -370,14 +371,27 @@ func (w *jsonWalker) object(depth int) (bool, error) {
 		}
 		key := raw
 		if dec != nil {
-			key = append([]byte(nil), dec...)
+			key = dec
 		}
+		// fk is the key as rules compare it; key itself stays valid only
+		// until the next string is scanned.
+		fk := key
+		if w.r.keyRules() || track {
+			scratch := dec != nil
+			if !foldedASCII(key) {
+				w.kbuf = appendFoldKey(w.kbuf[:0], key)
+				fk, scratch = w.kbuf, true
+			}
+			if track && scratch {
+				fk = append([]byte(nil), fk...) // kept in w.path below
+			}
+		}
+		aws := w.r.det&bSecret != 0 && isAWSSecretKey(key)
 		w.ws()
 		if w.i >= len(w.in) || w.in[w.i] != ':' {
 			return false, w.fail("expected colon")
 		}
 		w.i++
-		mark := len(w.out)
 		if n > 0 {
 			w.out = append(w.out, ',')
 		}
@@ -385,21 +399,22 @@ func (w *jsonWalker) object(depth int) (bool, error) {
 		w.out = append(w.out, ':')
 
 		if track {
-			w.path = append(w.path, pathElem{raw: key})
+			w.path = append(w.path, pathElem{raw: fk})
 		}
 		maskKind := kind(nKinds)
-		if w.r.keyMasked(key) || (track && w.r.rootedMatch(w.path)) {
+		if w.r.keyMasked(fk) || (track && w.r.rootedMatch(w.path)) {
 			maskKind = kField
 		}
+		allowed, isCtx := w.r.context[string(fk)]
 		w.ws()
 		vstart := w.i
-		if maskKind == nKinds && w.r.det&bSecret != 0 && vstart+1 < len(w.in) && w.in[vstart] == '"' && w.in[vstart+1] != '"' && isAWSSecretKey(key) {
+		if maskKind == nKinds && aws && vstart+1 < len(w.in) && w.in[vstart] == '"' && w.in[vstart+1] != '"' {
 			maskKind = kSecret
 		}
 		removed := false
 		if maskKind != nKinds {
 			m2, snap2 := len(w.out), w.c
-			_, err = w.value(depth + 1)
+			removed, err = w.value(depth + 1)
 			w.out, w.c = w.out[:m2], snap2
 			w.out = append(w.out, '"')
 			w.out = append(w.out, masks[maskKind]...)
@@ -414,14 +429,13 @@ func (w *jsonWalker) object(depth int) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		if allowed, ok := w.r.context[string(key)]; ok && !contextAllowedJSON(w.in[vstart:w.i], allowed) {
+		// A foreign record below removes this whole object: the nearest
+		// enclosing array element (or the result) goes, not just the part
+		// that named the foreign value.
+		if removed || (isCtx && !contextAllowedJSON(w.in[vstart:w.i], allowed)) {
 			outOfContext = true
 		}
-		if removed {
-			w.out = w.out[:mark]
-		} else {
-			n++
-		}
+		n++
 		w.ws()
 		if w.i >= len(w.in) {
 			return false, w.fail("unterminated object")
@@ -468,10 +482,14 @@ func (w *jsonWalker) array(depth int) error {
 		var err error
 		if masked {
 			m2, snap2 := len(w.out), w.c
-			_, err = w.value(depth + 1)
+			removed, err = w.value(depth + 1)
 			w.out, w.c = w.out[:m2], snap2
-			w.out = append(w.out, fieldMask...)
-			w.c[kField]++
+			if removed {
+				w.c[kContext]++
+			} else {
+				w.out = append(w.out, fieldMask...)
+				w.c[kField]++
+			}
 		} else {
 			removed, err = w.value(depth + 1)
 		}

@@ -24,11 +24,23 @@ func TestJSONContext(t *testing.T) {
 		{"array of records", `[{"tenant_id":"acme","n":1},{"tenant_id":"globex","n":2},{"n":3},{"tenant_id":"other"}]`, `[{"tenant_id":"acme","n":1},{"n":3}]`, 2, false},
 		{"all records removed", `[{"tenant_id":"x"},{"tenant_id":"y"}]`, `[]`, 2, false},
 		{"first record removed", `[{"tenant_id":"x"},1,2]`, `[1,2]`, 1, false},
-		{"nested records", `{"tenant_id":"acme","orders":[{"id":1,"tenant_id":"globex"},{"id":2,"tenant_id":"acme"}],"owner":{"tenant_id":"evil","name":"m"},"z":true}`,
-			`{"tenant_id":"acme","orders":[{"id":2,"tenant_id":"acme"}],"z":true}`, 2, false},
-		{"first member removed", `{"a":{"tenant_id":"evil"},"b":1}`, `{"b":1}`, 1, false},
-		{"only member removed", `{"a":{"tenant_id":"evil"}}`, `{}`, 1, false},
-		{"deep", `{"a":{"b":[[{"c":{"tenant_id":"evil"},"d":1}]]}}`, `{"a":{"b":[[{"d":1}]]}}`, 1, false},
+		{"nested records", `{"tenant_id":"acme","orders":[{"id":1,"tenant_id":"globex"},{"id":2,"tenant_id":"acme"}],"owner":{"tenant_id":"acme","name":"m"},"z":true}`,
+			`{"tenant_id":"acme","orders":[{"id":2,"tenant_id":"acme"}],"owner":{"tenant_id":"acme","name":"m"},"z":true}`, 1, false},
+		// The whole record goes, not just the object naming the tenant.
+		{"foreign owner removes the record", `[{"name":"Globex secret deal","amount":1000000,"owner":{"tenant_id":"globex"}},{"name":"ok","owner":{"tenant_id":"acme"}}]`,
+			`[{"name":"ok","owner":{"tenant_id":"acme"}}]`, 1, false},
+		{"foreign owner deep in a record", `{"deals":[{"name":"Globex deal","parties":{"a":{"b":{"tenant_id":"globex"}}},"x":1},{"name":"mine"}]}`,
+			`{"deals":[{"name":"mine"}]}`, 1, false},
+		{"foreign owner without an array withholds all", `{"name":"Globex secret deal","owner":{"tenant_id":"globex"}}`, `null`, 1, true},
+		{"first member removed", `{"a":{"tenant_id":"evil"},"b":1}`, `null`, 1, true},
+		{"only member removed", `{"a":{"tenant_id":"evil"}}`, `null`, 1, true},
+		{"deep", `{"a":{"b":[[{"c":{"tenant_id":"evil"},"d":1}],[2]]}}`, `{"a":{"b":[[],[2]]}}`, 1, false},
+		{"foreign record under a masked key", `[{"secret_note":{"tenant_id":"globex"},"n":1},{"n":2}]`, `[{"n":2}]`, 1, false},
+		{"upper-case key", `[{"Tenant_ID":"globex"},{"TENANT_ID":"acme"}]`, `[{"TENANT_ID":"acme"}]`, 1, false},
+		{"zero-width space in key", "[{\"tenant\u200b_id\":\"globex\"},{\"n\":1}]", `[{"n":1}]`, 1, false},
+		{"raw zero-width joiner and BOM in key", "[{\"\ufefften‍ant_id\":\"globex\"},{\"n\":1}]", `[{"n":1}]`, 1, false},
+		{"fullwidth key (NFKC)", `[{"ｔｅｎａｎｔ_ｉｄ":"globex"},{"n":1}]`, `[{"n":1}]`, 1, false},
+		{"compatibility letters (NFKC)", "[{\"n\":1,\"tenant_id\":\"acme\"},{\"\u1d57enant_\u2170d\":\"globex\"}]", `[{"n":1,"tenant_id":"acme"}]`, 1, false},
 		{"nested removal inside removed root counts once", `{"x":{"tenant_id":"evil"},"tenant_id":"evil"}`, `null`, 1, true},
 		{"number allowed", `[{"tenant_id":42},{"tenant_id":43}]`, `[{"tenant_id":42}]`, 1, false},
 		{"number text differs", `[{"tenant_id":42.0}]`, `[]`, 1, false},
@@ -44,7 +56,7 @@ func TestJSONContext(t *testing.T) {
 		{"escaped value", `[{"tenant_id":"ac\u006de"},{"tenant_id":"\u0061cme!"}]`, `[{"tenant_id":"ac\u006de"}]`, 1, false},
 		{"scalar root", `"acme"`, `"acme"`, 0, false},
 	}
-	rd := mustCompile(t, Rules{Context: tenantCtx, Detectors: []string{"credit_card"}})
+	rd := mustCompile(t, Rules{Context: tenantCtx, Paths: []string{"secret_note"}, Detectors: []string{"credit_card"}})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, rep, err := rd.JSON([]byte(tt.in))
@@ -54,7 +66,7 @@ func TestJSONContext(t *testing.T) {
 			if string(got) != tt.want {
 				t.Errorf("JSON(%s)\n got %s\nwant %s", tt.in, got, tt.want)
 			}
-			if rep.Counts[KindContext] != tt.wantCtx || rep.Total() != tt.wantCtx || rep.ContextEmpty != tt.wantEmpty {
+			if rep.Counts[KindContext] != tt.wantCtx || rep.Total()-rep.Counts[KindField] != tt.wantCtx || rep.ContextEmpty != tt.wantEmpty {
 				t.Errorf("report %+v, want context=%d empty=%v", rep, tt.wantCtx, tt.wantEmpty)
 			}
 			checkValue(t, rd, tt.in, tt.want, rep)
@@ -129,6 +141,12 @@ func TestJSONPaths(t *testing.T) {
 		{"whole subtree", []string{"a"}, `{"a":{"b":[1,2,3]}}`, `{"a":"[REDACTED:field]"}`, 1},
 		{"null masked too", []string{"a"}, `{"a":null}`, `{"a":"[REDACTED:field]"}`, 1},
 		{"deeper than rule", []string{"a.b"}, `{"x":{"y":{"z":{"a":{"b":1}}}},"a":{"b":2,"c":{"b":3}}}`, `{"x":{"y":{"z":{"a":{"b":1}}}},"a":{"b":"[REDACTED:field]","c":{"b":3}}}`, 1},
+		// An upstream cannot dodge a mask by spelling the key differently.
+		{"key case and invisibles", []string{"secret_note"},
+			"{\"Secret_Note\":\"a\",\"SECRET_NOTE\":\"b\",\"secret\\u200b_note\":\"c\",\"\u2060secret_note\ufeff\":\"d\",\"ｓｅｃｒｅｔ_note\":\"e\",\"secret_notes\":\"f\"}",
+			"{\"Secret_Note\":\"[REDACTED:field]\",\"SECRET_NOTE\":\"[REDACTED:field]\",\"secret\\u200b_note\":\"[REDACTED:field]\",\"\u2060secret_note\ufeff\":\"[REDACTED:field]\",\"ｓｅｃｒｅｔ_note\":\"[REDACTED:field]\",\"secret_notes\":\"f\"}", 5},
+		{"rule written in upper case", []string{"Card_Number"}, `{"card_number":1}`, `{"card_number":"[REDACTED:field]"}`, 1},
+		{"rooted path any case", []string{"orders[*].IBAN"}, "{\"Orders\":[{\"iban\":\"X\",\"I\\u200bBAN\":\"Y\"}]}", "{\"Orders\":[{\"iban\":\"[REDACTED:field]\",\"I\\u200bBAN\":\"[REDACTED:field]\"}]}", 2},
 		{"mixed", []string{"orders[*].iban", "email"},
 			`{"email":"a","orders":[{"iban":"b","email":"c"}]}`,
 			`{"email":"[REDACTED:field]","orders":[{"iban":"[REDACTED:field]","email":"[REDACTED:field]"}]}`, 3},

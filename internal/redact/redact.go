@@ -15,7 +15,7 @@ const NoRecordInContext = "no record in your context"
 const (
 	KindField      = "field"       // a value masked by a path or key rule
 	KindContext    = "context"     // an object removed by context filtering
-	KindSecret     = "secret"      // provider API keys, private keys, JWTs, bearer tokens
+	KindSecret     = "secret"      // provider API keys, private keys, JWTs, bearer tokens, URL and password= credentials
 	KindCreditCard = "credit_card" // Luhn-valid card numbers
 	KindSSN        = "ssn"         // US social security numbers
 	KindEmail      = "email"       // e-mail addresses
@@ -72,11 +72,16 @@ type Rules struct {
 	// A dotted path masks from the root: segments are separated by ".",
 	// "[*]" matches every element of an array and "*" any key of an object,
 	// e.g. "orders[*].iban", "[*].customer.ssn", "accounts.*.token".
+	// Keys match case-insensitively after Unicode NFKC normalisation, with
+	// invisible characters (zero-width space, joiners, U+FEFF, …) dropped.
 	Paths []string
-	// Context maps a key to its allowed values: an object holding the key
-	// with any other value is removed. Strings compare exactly; numbers and
-	// booleans by their JSON text; an array value must hold only allowed
-	// values; null, objects and an empty allowed list never match.
+	// Context maps a key to its allowed values. When an object at any depth
+	// holds the key with any other value, the nearest enclosing array
+	// element is removed (the whole record, not just the object naming the
+	// value); with no enclosing array the whole value is out of context.
+	// Keys match like Paths. Strings compare exactly; numbers and booleans
+	// by their JSON text; an array value must hold only allowed values;
+	// null, objects and an empty allowed list never match.
 	Context map[string][]string
 	// Detectors to run, by name (see [KnownDetectors]). Empty runs none; the
 	// caller resolves the configured default.
@@ -103,7 +108,18 @@ type Redactor struct {
 // (joined): unknown detectors (the error lists the known ones) and invalid
 // paths. Compile is cheap enough to call per request.
 func Compile(r Rules) (*Redactor, error) {
-	rd := &Redactor{context: r.Context}
+	rd := &Redactor{}
+	if len(r.Context) > 0 {
+		rd.context = make(map[string][]string, len(r.Context))
+		for k, allowed := range r.Context {
+			fk := foldKey(k)
+			if prev, ok := rd.context[fk]; ok {
+				// Two rules for keys that match alike: a value must pass both.
+				allowed = slices.DeleteFunc(slices.Clone(prev), func(v string) bool { return !slices.Contains(allowed, v) })
+			}
+			rd.context[fk] = allowed
+		}
+	}
 	var errs []error
 	for _, name := range r.Detectors {
 		k, ok := detectorKind(name)
@@ -123,7 +139,7 @@ func Compile(r Rules) (*Redactor, error) {
 			if rd.keys == nil {
 				rd.keys = make(map[string]struct{}, len(r.Paths))
 			}
-			rd.keys[p] = struct{}{}
+			rd.keys[foldKey(p)] = struct{}{}
 			continue
 		}
 		rd.rooted = append(rd.rooted, segs)
@@ -191,7 +207,7 @@ func parsePath(p string) (segs []pseg, bare bool, err error) {
 			case strings.ContainsAny(key, "]*"):
 				return nil, false, bad("unexpected ] or *")
 			default:
-				segs = append(segs, pseg{key: key})
+				segs = append(segs, pseg{key: foldKey(key)})
 			}
 			rest = rest[end:]
 		}
@@ -251,22 +267,27 @@ func (r *Redactor) Detectors() []string {
 	return out
 }
 
-// HasContext reports whether r filters by context. Context filtering only
-// works on JSON: a caller holding a non-JSON result (plain text, HTML)
-// cannot prove it in context and should refuse it when HasContext is true.
+// HasContext reports whether r filters by context.
 func (r *Redactor) HasContext() bool { return len(r.context) > 0 }
 
-// keyMasked reports whether a member key is masked by a bare-key rule.
-func (r *Redactor) keyMasked(key []byte) bool {
+// NeedsJSON reports whether r has rules that only JSON can satisfy: field
+// masks (paths, keys) or a context filter. A caller holding a result that
+// is not JSON (plain text, HTML, NDJSON) cannot apply them and should
+// withhold it when NeedsJSON is true; [Redactor.Text] applies only the
+// detectors.
+func (r *Redactor) NeedsJSON() bool {
+	return len(r.context) > 0 || len(r.keys) > 0 || len(r.rooted) > 0
+}
+
+// keyRules reports whether any rule looks at object keys.
+func (r *Redactor) keyRules() bool { return len(r.context) > 0 || len(r.keys) > 0 }
+
+// keyMasked reports whether a folded member key is masked by a bare-key rule.
+func (r *Redactor) keyMasked(fk []byte) bool {
 	if len(r.keys) == 0 {
 		return false
 	}
-	_, ok := r.keys[string(key)]
-	return ok
-}
-
-func (r *Redactor) keyMaskedString(key string) bool {
-	_, ok := r.keys[key]
+	_, ok := r.keys[string(fk)]
 	return ok
 }
 

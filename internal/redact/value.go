@@ -131,8 +131,18 @@ func (w *valueWalker) array(a []any, depth int) []any {
 	out := make([]any, 0, len(a))
 	for _, e := range a {
 		if masked {
-			w.c[kField]++
-			out = append(out, masks[kField])
+			removed := false
+			if len(w.r.context) > 0 { // only a foreign record below matters
+				snap := w.c
+				_, removed = w.walk(e, depth+1)
+				w.c = snap
+			}
+			if removed {
+				w.c[kContext]++
+			} else {
+				w.c[kField]++
+				out = append(out, masks[kField])
+			}
 			continue
 		}
 		x, removed := w.walk(e, depth+1)
@@ -145,37 +155,59 @@ func (w *valueWalker) array(a []any, depth int) []any {
 
 func (w *valueWalker) object(m map[string]any, depth int) (any, bool) {
 	snap := w.c
-	for k, allowed := range w.r.context {
-		if x, ok := m[k]; ok && !contextAllowedValue(x, allowed) {
-			w.c = snap
-			w.c[kContext]++
-			return nil, true
+	out := func() (any, bool) {
+		w.c = snap
+		w.c[kContext]++
+		return nil, true
+	}
+	if len(w.r.context) > 0 {
+		for k, x := range m {
+			if allowed, ok := w.r.context[foldKey(k)]; ok && !contextAllowedValue(x, allowed) {
+				return out()
+			}
 		}
 	}
 	track := depth < w.r.maxDepth
-	out := make(map[string]any, len(m))
+	res := make(map[string]any, len(m))
 	for k, x := range m {
 		mk := w.str(k)
+		fk := k
+		if w.r.keyRules() || track {
+			fk = foldKey(k)
+		}
 		if track {
-			w.path = append(w.path, pathElem{key: k})
+			w.path = append(w.path, pathElem{key: fk})
 		}
 		maskKind := kind(nKinds)
-		if w.r.keyMaskedString(k) || (track && w.r.rootedMatch(w.path)) {
+		if _, ok := w.r.keys[fk]; ok || (track && w.r.rootedMatch(w.path)) {
 			maskKind = kField
 		} else if s, ok := x.(string); ok && s != "" && w.r.det&bSecret != 0 && strings.EqualFold(k, awsSecretKey) {
 			maskKind = kSecret
 		}
+		var removed bool
 		if maskKind != nKinds {
+			if len(w.r.context) > 0 { // only a foreign record below matters
+				snap2 := w.c
+				_, removed = w.walk(x, depth+1)
+				w.c = snap2
+			}
 			w.c[maskKind]++
-			out[mk] = masks[maskKind]
-		} else if y, removed := w.walk(x, depth+1); !removed {
-			out[mk] = y
+			res[mk] = masks[maskKind]
+		} else {
+			var y any
+			if y, removed = w.walk(x, depth+1); !removed {
+				res[mk] = y
+			}
 		}
 		if track {
 			w.path = w.path[:len(w.path)-1]
 		}
+		if removed {
+			// A foreign record below removes this whole object.
+			return out()
+		}
 	}
-	return out, false
+	return res, false
 }
 
 // Scan runs the named detectors over v (typically a call's decoded

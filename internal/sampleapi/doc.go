@@ -14,4 +14,9 @@
 // numbers, e-mail addresses, phone numbers and clearly fake secrets in notes,
 // next to 16-digit order numbers that are not Luhn-valid and must survive
 // redaction. None of it is real.
+//
+// Started with [Start], it verifies the gateway's identity assertion on
+// every request but /openapi.json and /health, as examples/fastapi does,
+// and answers 401 without a valid one: the demo's data is reachable only
+// through the gateway.
 package sampleapi

@@ -535,9 +535,14 @@ func (a *API) issueRefund(r *http.Request) (int, any, error) {
 // Start serves a fresh API on addr (for example "127.0.0.1:0") and returns
 // its base URL ("http://127.0.0.1:PORT") and a function that shuts it down
 // gracefully. addr must be a loopback address: the sample data is demo
-// material and whoami trusts the hop it arrives on. The server also closes
-// when ctx ends.
-func Start(ctx context.Context, addr string) (url string, stop func(context.Context) error, err error) {
+// material. Every request but GET /openapi.json and /health must carry a
+// gateway assertion that v verifies (401 otherwise), as a real upstream
+// behind Harness does. The server also closes when ctx ends.
+func Start(ctx context.Context, addr string, v Verification) (url string, stop func(context.Context) error, err error) {
+	handler, err := v.guard(ctx, New().Handler())
+	if err != nil {
+		return "", nil, err
+	}
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return "", nil, fmt.Errorf("sample api address %q: %w", addr, err)
@@ -551,7 +556,7 @@ func Start(ctx context.Context, addr string) (url string, stop func(context.Cont
 		return "", nil, fmt.Errorf("listen for sample api: %w", err)
 	}
 	srv := &http.Server{
-		Handler:           New().Handler(),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,

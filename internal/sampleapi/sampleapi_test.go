@@ -614,7 +614,7 @@ func TestDataIsRedactionMaterial(t *testing.T) {
 
 func TestStart(t *testing.T) {
 	ctx := t.Context()
-	url, stop, err := Start(ctx, "127.0.0.1:0")
+	url, stop, err := Start(ctx, "127.0.0.1:0", testVerification)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -640,7 +640,7 @@ func TestStart(t *testing.T) {
 
 func TestStartClosesWithContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
-	url, stop, err := Start(ctx, "127.0.0.1:0")
+	url, stop, err := Start(ctx, "127.0.0.1:0", testVerification)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -655,7 +655,7 @@ func TestStartClosesWithContext(t *testing.T) {
 func TestStartRefusesNonLoopback(t *testing.T) {
 	for _, addr := range []string{"0.0.0.0:0", ":0", "192.0.2.1:0", "example.com:80", "nonsense"} {
 		t.Run(addr, func(t *testing.T) {
-			if _, stop, err := Start(t.Context(), addr); err == nil {
+			if _, stop, err := Start(t.Context(), addr, testVerification); err == nil {
 				_ = stop(context.Background())
 				t.Fatalf("Start(%q) succeeded", addr)
 			}

@@ -26,20 +26,32 @@ var echoedClaims = []string{"iss", "sub", "aud", "act", "roles", "exp"}
 // maxTokenBytes bounds the token whoami is willing to decode.
 const maxTokenBytes = 16 << 10
 
-const whoamiNote = "claims decoded WITHOUT verifying the signature: the demo trusts the loopback hop from the gateway; " +
-	"a real service verifies the assertion against the gateway's /.well-known/jwks.json"
+const (
+	whoamiNote = "claims decoded WITHOUT verifying the signature (this handler runs without the assertion check); " +
+		"a real service verifies the assertion against the gateway's /.well-known/jwks.json"
+	whoamiVerifiedNote = "assertion verified against the gateway's /.well-known/jwks.json: signature, iss, aud and exp checked"
+)
 
 // whoami echoes the identity the gateway asserted for this call.
 //
-// The demo API only ever listens on loopback next to the gateway, so it trusts
-// that hop and decodes the assertion's payload without checking its
-// signature: "verified" is always false. A real upstream must verify the JWT
-// against the gateway's JWKS (/.well-known/jwks.json) and check iss, aud (its
-// upstream name) and exp before believing any of it. The raw token is never
+// Started by [Start], the API verifies every assertion (see [Verification])
+// before any handler runs: whoami then shows the verified claims and
+// "verified": true. The bare [API.Handler] (tests) decodes the payload
+// without checking it and says "verified": false. The raw token is never
 // echoed, only the selected claims.
 func (a *API) whoami(r *http.Request) (int, any, error) {
 	out := whoAmI{Note: whoamiNote, Headers: map[string]string{}}
-	if authz, ok := r.Header["Authorization"]; ok && len(authz) > 0 {
+	if claims := verifiedClaims(r.Context()); claims != nil {
+		out.AuthorizationPresent, out.Verified, out.Note = true, true, whoamiVerifiedNote
+		scheme := "Bearer"
+		out.AuthorizationScheme = &scheme
+		out.AssertionClaims = map[string]any{}
+		for _, k := range echoedClaims {
+			if v, ok := claims[k]; ok {
+				out.AssertionClaims[k] = v
+			}
+		}
+	} else if authz, ok := r.Header["Authorization"]; ok && len(authz) > 0 {
 		out.AuthorizationPresent = true
 		scheme, token, _ := strings.Cut(authz[0], " ")
 		out.AuthorizationScheme = &scheme

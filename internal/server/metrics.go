@@ -78,10 +78,16 @@ func (s *Server) endCall(ctx context.Context, c *call, decision string, d time.D
 		}
 		c.span.End()
 	}
-	s.tel.RecordCall(ctx, c.rec.Tool, decision, d)
+	// Names the gateway does not serve are the agent's choice: they share
+	// one label, so junk cannot use up the label budget of real tools.
+	tool := telemetry.UnknownTool
+	if c.known {
+		tool = c.rec.Tool
+	}
+	s.tel.RecordCall(ctx, tool, decision, d)
 	s.tel.RecordStage(ctx, telemetry.StageTotal, d)
 	if decision == decRateLimited {
-		s.tel.RecordRateLimited(ctx, c.rec.Tool)
+		s.tel.RecordRateLimited(ctx, tool)
 	}
 	if c.rec.Status != 0 {
 		s.tel.RecordUpstream(ctx, c.rec.Upstream, c.rec.Status)

@@ -1,13 +1,13 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -34,10 +34,12 @@ const (
 
 // call is the state of one tools/call as it moves through the pipeline.
 type call struct {
-	start time.Time
-	p     *authn.Principal
-	rec   audit.Record
-	span  trace.Span
+	start   time.Time
+	p       *authn.Principal
+	rec     audit.Record
+	span    trace.Span
+	known   bool // the tool exists: its name may be a metric label
+	refused bool // refused before the upstream: charged to the refusal budget
 }
 
 // callTool is the pipeline of one tool call (steps 3–8 of ARCHITECTURE.md):
@@ -70,7 +72,7 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 	if !ok { // mcp-go answers unknown names itself; see auditUnknownTool
 		return s.deny(ctx, c, "no such tool")
 	}
-	c.rec.Upstream = up.Name
+	c.rec.Upstream, c.known = up.Name, true
 	args := req.GetArguments()
 	if args == nil {
 		args = map[string]any{}
@@ -115,9 +117,9 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 	}
 
 	// 5 limit.
-	lim := s.limitFor(p, name, dec.RateLimit)
+	lims := s.limitsFor(p, name, dec.RateLimit)
 	lctx, end := s.stage(ctx, telemetry.StageRateLimit)
-	res, err := s.limiter.Allow(lctx, []ratelimit.Limit{lim})
+	res, err := s.limiter.Allow(lctx, lims)
 	end()
 	switch {
 	case errors.Is(err, ratelimit.ErrInvalidLimit):
@@ -130,7 +132,8 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 		s.log.WarnContext(ctx, "rate limiter unavailable: call allowed by ratelimit.on_error", "err", err)
 	case !res.Allowed:
 		retry := res.RetryAfter.Round(time.Millisecond)
-		msg := fmt.Sprintf("rate limited: %d requests per %s for %s; retry after %s", lim.Requests, lim.Per, name, retry)
+		msg := fmt.Sprintf("rate limited: %d requests per %s for %s; retry after %s", res.Limit.Requests, res.Limit.Per, name, retry)
+		c.refused = true
 		return s.finish(ctx, c, decRateLimited, msg, mcp.NewToolResultError(msg))
 	}
 
@@ -155,6 +158,7 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 	end()
 	if err != nil {
 		if errors.Is(err, tools.ErrInvalidArguments) {
+			c.refused = true
 			return s.finish(ctx, c, decError, "invalid arguments", mcp.NewToolResultError(err.Error()))
 		}
 		s.log.WarnContext(ctx, "upstream call failed", "err", err, "tool", name)
@@ -164,13 +168,16 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 
 	// 7 redact.
 	_, end = s.stage(ctx, telemetry.StageRedact)
-	result, rep := render(red, resp)
+	result, rep, withheld := render(red, resp)
 	end()
 	c.rec.Redactions = rep.Total()
 	if len(rep.Counts) > 0 {
 		c.rec.RedactionKinds = rep.Counts
 	}
 	reason := orDefault(dec.Reason, "allowed by policy")
+	if withheld != "" {
+		reason += "; " + withheld
+	}
 	if resp.Status >= 400 {
 		return s.finish(ctx, c, decAllow, fmt.Sprintf("%s; upstream answered %d", reason, resp.Status), result)
 	}
@@ -197,6 +204,7 @@ func (s *Server) auditUnknownTool(ctx context.Context, _ any, method mcp.MCPMeth
 	}
 	c := &call{start: time.Now(), p: principalFrom(ctx)}
 	c.rec = audit.Record{Action: policy.ActionCall, Tool: name, Environment: s.cfg.Environment, Session: sessionFrom(ctx)}
+	c.refused = true
 	if c.p != nil {
 		c.rec.Subject, c.rec.Issuer, c.rec.Agent = c.p.Subject, humanIssuer(c.p), c.p.Agent
 		if c.p.Delegation != nil {
@@ -207,6 +215,7 @@ func (s *Server) auditUnknownTool(ctx context.Context, _ any, method mcp.MCPMeth
 }
 
 func (s *Server) deny(ctx context.Context, c *call, reason string) (*mcp.CallToolResult, error) {
+	c.refused = true
 	return s.finish(ctx, c, decDeny, reason, mcp.NewToolResultError("denied: "+reason))
 }
 
@@ -221,7 +230,14 @@ func (s *Server) finish(ctx context.Context, c *call, decision, reason string, r
 	c.rec.Decision, c.rec.Reason = decision, reason
 	d := time.Since(c.start)
 	c.rec.DurationMS = float64(d.Microseconds()) / 1000
+	if c.refused && c.p != nil && !s.refusalAudited(ctx, c.p) {
+		// Over the human's refusal budget: answered, counted in the
+		// metrics and in the aggregate record, not audited one by one.
+		s.endCall(ctx, c, decision, d)
+		return res, nil
+	}
 	actx, end := s.stage(ctx, telemetry.StageAudit)
+	s.flushRefusals(actx, c.p, time.Now())
 	err := s.audit.Write(actx, &c.rec)
 	end()
 	if err != nil {
@@ -265,58 +281,76 @@ func (s *Server) detectors(dec policy.Decision) []string {
 	return s.cfg.Redaction.Detectors
 }
 
-// limitFor is the bucket of one call: per subject, agent and tool unless
-// the decision names a key. The hash tag keeps one call's keys in one Redis
-// Cluster slot.
-func (s *Server) limitFor(p *authn.Principal, tool string, rl *policy.RateLimit) ratelimit.Limit {
-	lim := ratelimit.Limit{Requests: s.cfg.RateLimit.Default.Requests, Per: s.cfg.RateLimit.Default.Per.D()}
-	key := ""
-	if rl != nil {
-		if rl.Requests > 0 && rl.Per > 0 {
-			lim.Requests, lim.Per = rl.Requests, rl.Per
-		}
-		key = rl.Key
+// humanTag is the rate-limit hash tag of the human behind p: a delegation
+// and every agent of one human share it (the human chooses the agent, so
+// the agent cannot be what separates buckets).
+func humanTag(p *authn.Principal) string { return ratelimit.Tag(humanIssuer(p), p.Subject) }
+
+// limitsFor is the buckets of one call: per human and tool, and per human,
+// agent and tool, both charged at once (a fresh agent or client of the
+// same human finds the human's bucket as full as before), unless the
+// decision names a key: then the one bucket of that key. The hash tag (the
+// human) keeps one call's keys in one Redis Cluster slot.
+func (s *Server) limitsFor(p *authn.Principal, tool string, rl *policy.RateLimit) []ratelimit.Limit {
+	requests, per := s.cfg.RateLimit.Default.Requests, s.cfg.RateLimit.Default.Per.D()
+	if rl != nil && rl.Requests > 0 && rl.Per > 0 {
+		requests, per = rl.Requests, rl.Per
 	}
-	if key == "" {
-		lim.Key = ratelimit.Key(humanIssuer(p)+"|"+p.Subject+"|"+p.Agent, tool) // a delegation shares its human's bucket
-	} else {
-		lim.Key = ratelimit.Key("policy:" + key)
+	if rl != nil && rl.Key != "" {
+		return []ratelimit.Limit{{Key: ratelimit.Key("policy:" + rl.Key), Requests: requests, Per: per}}
 	}
-	return lim
+	tag := humanTag(p)
+	return []ratelimit.Limit{
+		{Key: ratelimit.Key(tag, "tool", tool), Requests: requests, Per: per},
+		{Key: ratelimit.Key(tag, "agent", p.Agent, "tool", tool), Requests: requests, Per: per},
+	}
 }
 
-// render turns an upstream response into an MCP result, redacted. JSON is
-// parsed once; the same redacted bytes become the text content and the
-// structured content.
-func render(red *redact.Redactor, resp *tools.Response) (*mcp.CallToolResult, redact.Report) {
-	if len(resp.Body) > 0 && !redact.IsText(resp.ContentType, resp.Body) {
-		return mcp.NewToolResultError(fmt.Sprintf("error: the upstream answered with binary content (%s), which is not passed to agents", resp.ContentType)), redact.Report{}
+// utf8BOM is stripped before a body is parsed: a byte-order mark must not
+// turn JSON into "not JSON".
+var utf8BOM = []byte("\xef\xbb\xbf")
+
+// render turns an upstream response into an MCP result, redacted. Any body
+// that parses as JSON is redacted as JSON, whatever its declared content
+// type (text/plain, text/json, application/x-json, a leading byte-order
+// mark); the same redacted bytes become the text content and the
+// structured content. A body that is not JSON gets the detectors only, so
+// it is withheld whenever the decision has field masks or a context
+// filter: masks that cannot be applied must not release data. withheld
+// says why the result was withheld, for the audit reason ("" when it was
+// released).
+func render(red *redact.Redactor, resp *tools.Response) (res *mcp.CallToolResult, rep redact.Report, withheld string) {
+	body := bytes.TrimPrefix(resp.Body, utf8BOM)
+	if len(body) > 0 && !redact.IsText(resp.ContentType, body) {
+		return mcp.NewToolResultError(fmt.Sprintf("error: the upstream answered with binary content (%s), which is not passed to agents", resp.ContentType)), redact.Report{}, "result withheld: binary content"
 	}
 	isErr := resp.Status >= 400
 	prefix := ""
 	if isErr {
 		prefix = fmt.Sprintf("upstream returned %d %s: ", resp.Status, http.StatusText(resp.Status))
 	}
-	if isJSON(resp.ContentType) && len(resp.Body) > 0 {
-		out, rep, err := red.JSON(resp.Body)
+	blank := len(bytes.TrimSpace(body)) == 0
+	if !blank {
+		out, rep, err := red.JSON(body)
 		if err == nil {
 			if rep.ContextEmpty {
-				return mcp.NewToolResultError(redact.NoRecordInContext + ": the result belongs to a context you may not see"), rep
+				return mcp.NewToolResultError(redact.NoRecordInContext + ": the result belongs to a context you may not see"), rep, ""
 			}
 			res := &mcp.CallToolResult{Content: []mcp.Content{mcp.NewTextContent(prefix + string(out))}, IsError: isErr}
 			if !isErr {
 				res.StructuredContent = structured(out)
 			}
-			return res, rep
+			return res, rep, ""
 		}
 	}
-	if red.HasContext() && len(resp.Body) > 0 {
-		// Records outside the caller's context can only be removed from
-		// JSON; anything else is withheld rather than passed through.
-		return mcp.NewToolResultError(prefix + "the result is not JSON, so it cannot be confined to your context and is withheld"), redact.Report{}
+	if red.NeedsJSON() && !blank {
+		// Field masks and records outside the caller's context can only
+		// be removed from JSON; anything else (NDJSON, JSON followed by
+		// more data, HTML, prose) is withheld rather than passed through.
+		return mcp.NewToolResultError(prefix + "the result is not JSON, so the policy's redaction rules cannot be applied to it and it is withheld"), redact.Report{}, "result withheld: not JSON, so the redaction rules could not be applied"
 	}
-	text, rep := red.Text(string(resp.Body))
-	return &mcp.CallToolResult{Content: []mcp.Content{mcp.NewTextContent(prefix + text)}, IsError: isErr}, rep
+	text, rep := red.Text(string(body))
+	return &mcp.CallToolResult{Content: []mcp.Content{mcp.NewTextContent(prefix + text)}, IsError: isErr}, rep, ""
 }
 
 // structured is the structuredContent for a JSON result: objects as they
@@ -335,13 +369,6 @@ func structured(out []byte) json.RawMessage {
 	wrapped = append(wrapped, `{"result":`...)
 	wrapped = append(wrapped, out...)
 	return append(wrapped, '}')
-}
-
-func isJSON(ct string) bool {
-	ct = strings.ToLower(ct)
-	mt, _, _ := strings.Cut(ct, ";")
-	mt = strings.TrimSpace(mt)
-	return mt == "application/json" || strings.HasSuffix(mt, "+json")
 }
 
 func itoa(v uint64) string { return strconv.FormatUint(v, 10) }

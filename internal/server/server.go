@@ -128,6 +128,7 @@ type Server struct {
 	visCache     visibleCache
 	assertions   assertionCache
 	auditErr     atomic.Pointer[error]
+	refusals     refusalBook
 }
 
 // New builds the server. It does no network work.
@@ -389,6 +390,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 		_ = srv.Close()
 	}
 	<-errc
+	s.FlushRefusals(context.WithoutCancel(ctx))
 	return nil
 }
 

@@ -115,6 +115,7 @@ type fixtureOpts struct {
 	policy  Decider
 	limiter ratelimit.Limiter
 	mutate  func(*config.Config)
+	tel     Telemetry
 }
 
 var principals = fakeAuthn{
@@ -122,6 +123,15 @@ var principals = fakeAuthn{
 	"bob":   {Issuer: "https://idp.test", Subject: "bob", Roles: []string{"admin"}, Agent: "copilot", Claims: map[string]any{}},
 	"deleg": {Issuer: "http://gw.test", Subject: "bob", Roles: []string{"admin"}, Agent: "agent-42", Claims: map[string]any{},
 		Delegation: &authn.Delegation{ID: "d-1", Scopes: []string{"tool:crm_get_*"}, ExpiresAt: time.Now().Add(time.Hour)}},
+	// bob again, through agents he chose: his own token as the actor, a
+	// freshly registered client, and a delegation to himself.
+	"bob-self":  {Issuer: "https://idp.test", Subject: "bob", Roles: []string{"admin"}, Agent: "bob", Claims: map[string]any{}},
+	"bob-fresh": {Issuer: "https://idp.test", Subject: "bob", Roles: []string{"admin"}, Agent: "client-7f3a", Claims: map[string]any{}},
+	"bob-deleg": {Issuer: "http://gw.test", Subject: "bob", Roles: []string{"admin"}, Agent: "bob", Claims: map[string]any{"sub_iss": "https://idp.test"},
+		Delegation: &authn.Delegation{ID: "d-2", Scopes: []string{"tool:crm_*"}, ExpiresAt: time.Now().Add(time.Hour)}},
+	// Identities whose parts differ only by where the separator falls.
+	"victim-x": {Issuer: "https://idp.test", Subject: "victim|x", Roles: []string{"admin"}, Agent: "copilot", Claims: map[string]any{}},
+	"victim":   {Issuer: "https://idp.test", Subject: "victim", Roles: []string{"admin"}, Agent: "x|copilot", Claims: map[string]any{}},
 }
 
 func newFixture(t *testing.T, o fixtureOpts) *fixture {
@@ -184,7 +194,7 @@ upstreams: [{name: crm, base_url: %q, openapi: %q}]
 	st := store.NewMemory()
 	srv, err := New(Options{
 		Config: cfg, Authn: principals, Catalog: cat, Policy: o.policy, Limiter: o.limiter,
-		Sessions: st, Audit: rec, Client: upstream.Client(), Revocations: st,
+		Sessions: st, Audit: rec, Client: upstream.Client(), Revocations: st, Telemetry: o.tel,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -32,6 +32,10 @@ const maxAttrSets = 1000
 // OverflowValue replaces attribute values beyond maxAttrSets.
 const OverflowValue = "_other"
 
+// UnknownTool is the tool label of every call for a name the gateway does
+// not serve: agent-chosen names never get a label of their own.
+const UnknownTool = "_unknown"
+
 func (t *Telemetry) instruments() error {
 	m := t.mp.Meter(instrumentationName)
 	var err error
@@ -70,14 +74,16 @@ func (t *Telemetry) instruments() error {
 }
 
 // attrCache keeps one precomputed measurement option per attribute
-// combination so the hot path does not build attribute sets.
+// combination so the hot path does not build attribute sets. Beyond
+// maxAttrSets a key gets its overflow attributes, which may keep part of
+// the key (a bounded one, such as the decision) and are cached too.
 type attrCache[K comparable] struct {
 	mu       sync.RWMutex
 	m        map[K]metric.MeasurementOption
-	overflow metric.MeasurementOption
+	overflow map[attribute.Distinct]metric.MeasurementOption
 }
 
-func (c *attrCache[K]) get(k K, build func(K) []attribute.KeyValue, overflow func() []attribute.KeyValue) metric.MeasurementOption {
+func (c *attrCache[K]) get(k K, build, overflow func(K) []attribute.KeyValue) metric.MeasurementOption {
 	c.mu.RLock()
 	opt, ok := c.m[k]
 	c.mu.RUnlock()
@@ -90,10 +96,16 @@ func (c *attrCache[K]) get(k K, build func(K) []attribute.KeyValue, overflow fun
 		return opt
 	}
 	if len(c.m) >= maxAttrSets {
-		if c.overflow == nil {
-			c.overflow = metric.WithAttributeSet(attribute.NewSet(overflow()...))
+		set := attribute.NewSet(overflow(k)...)
+		if opt, ok := c.overflow[set.Equivalent()]; ok {
+			return opt
 		}
-		return c.overflow
+		if c.overflow == nil {
+			c.overflow = make(map[attribute.Distinct]metric.MeasurementOption)
+		}
+		opt = metric.WithAttributeSet(set)
+		c.overflow[set.Equivalent()] = opt
+		return opt
 	}
 	if c.m == nil {
 		c.m = make(map[K]metric.MeasurementOption)
@@ -120,8 +132,10 @@ func (t *Telemetry) RecordCall(ctx context.Context, tool, decision string, d tim
 	}
 	opt := t.callAttrs.get([2]string{tool, decision}, func(k [2]string) []attribute.KeyValue {
 		return []attribute.KeyValue{keyTool.String(k[0]), keyDecision.String(k[1])}
-	}, func() []attribute.KeyValue {
-		return []attribute.KeyValue{keyTool.String(OverflowValue), keyDecision.String(OverflowValue)}
+	}, func(k [2]string) []attribute.KeyValue {
+		// The decision is a small fixed set: it is never folded, so
+		// allowed and refused calls stay apart however many tools exist.
+		return []attribute.KeyValue{keyTool.String(OverflowValue), keyDecision.String(k[1])}
 	})
 	t.calls.Add(ctx, 1, opt)
 	t.callDuration.Record(ctx, d.Seconds(), opt)
@@ -135,7 +149,7 @@ func (t *Telemetry) RecordStage(ctx context.Context, stage string, d time.Durati
 	}
 	opt := t.stageAttrs.get(stage, func(k string) []attribute.KeyValue {
 		return []attribute.KeyValue{keyStage.String(k)}
-	}, func() []attribute.KeyValue { return []attribute.KeyValue{keyStage.String(OverflowValue)} })
+	}, func(string) []attribute.KeyValue { return []attribute.KeyValue{keyStage.String(OverflowValue)} })
 	t.stage.Record(ctx, d.Seconds(), opt)
 }
 
@@ -146,7 +160,7 @@ func (t *Telemetry) RecordRateLimited(ctx context.Context, tool string) {
 	}
 	t.limited.Add(ctx, 1, t.toolAttrs.get(tool, func(k string) []attribute.KeyValue {
 		return []attribute.KeyValue{keyTool.String(k)}
-	}, func() []attribute.KeyValue { return []attribute.KeyValue{keyTool.String(OverflowValue)} }))
+	}, func(string) []attribute.KeyValue { return []attribute.KeyValue{keyTool.String(OverflowValue)} }))
 }
 
 // RecordRedactions adds the redaction counts of one result, by kind
@@ -161,7 +175,7 @@ func (t *Telemetry) RecordRedactions(ctx context.Context, counts map[string]int)
 		}
 		t.redactions.Add(ctx, int64(n), t.kindAttrs.get(kind, func(k string) []attribute.KeyValue {
 			return []attribute.KeyValue{keyKind.String(k)}
-		}, func() []attribute.KeyValue { return []attribute.KeyValue{keyKind.String(OverflowValue)} }))
+		}, func(string) []attribute.KeyValue { return []attribute.KeyValue{keyKind.String(OverflowValue)} }))
 	}
 }
 
@@ -181,7 +195,7 @@ func (t *Telemetry) RecordUpstream(ctx context.Context, upstream string, status 
 	}
 	t.upstream.Add(ctx, 1, t.upstreamAttrs.get(upstreamKey{upstream, status}, func(k upstreamKey) []attribute.KeyValue {
 		return []attribute.KeyValue{keyUpstream.String(k.upstream), keyStatus.String(strconv.Itoa(k.status))}
-	}, func() []attribute.KeyValue {
+	}, func(upstreamKey) []attribute.KeyValue {
 		return []attribute.KeyValue{keyUpstream.String(OverflowValue), keyStatus.String(OverflowValue)}
 	}))
 }

@@ -304,6 +304,36 @@ func TestMetricsCardinalityIsBounded(t *testing.T) {
 	}
 }
 
+// TestMetricsOverflowKeepsDecision: once junk has used up the label budget,
+// real calls still tell allowed from refused (the attack folded them all
+// into {tool="_other", decision="_other"}).
+func TestMetricsOverflowKeepsDecision(t *testing.T) {
+	clearOTLPEnv(t)
+	tel, err := Setup(context.Background(), Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	ctx := context.Background()
+	for i := range maxAttrSets + 300 {
+		tel.RecordCall(ctx, "junk_"+strconv.Itoa(i), "deny", time.Millisecond)
+	}
+	tel.RecordCall(ctx, "crm_get_customer", "allow", time.Millisecond)
+	tel.RecordCall(ctx, "crm_get_customer", "allow", time.Millisecond)
+	body := scrape(t, tel)
+	for _, want := range []string{
+		`harness_tool_calls_total{decision="allow",tool="_other"} 2`,
+		`harness_tool_calls_total{decision="deny",tool="_other"} 300`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if strings.Contains(body, `decision="_other"`) {
+		t.Error("the decision label was folded")
+	}
+}
+
 func TestHTTPClientInjectsTraceparent(t *testing.T) {
 	clearOTLPEnv(t)
 	for _, exporting := range []bool{false, true} {
