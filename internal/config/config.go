@@ -39,6 +39,16 @@ type Config struct {
 	Audit Audit `yaml:"audit"`
 	// Telemetry configures OpenTelemetry export.
 	Telemetry Telemetry `yaml:"telemetry"`
+	// Server holds settings of the HTTP server's own endpoints.
+	Server Server `yaml:"server"`
+}
+
+// Server configures the gateway's own endpoints.
+type Server struct {
+	// AdminToken guards the read-only admin endpoints (/admin/...), compared
+	// in constant time with the request's bearer token; empty turns them
+	// off. Write it as ${VAR}; it is never logged.
+	AdminToken string `yaml:"admin_token"`
 }
 
 // Auth is the inbound authentication configuration.
@@ -181,7 +191,19 @@ type Audit struct {
 	MaxSizeMB int `yaml:"max_size_mb"`
 	// MaxFiles is how many rotated files are kept; 0 keeps all.
 	MaxFiles int `yaml:"max_files"`
+	// RecordInput is what a record keeps of the policy input, for
+	// `gateway policy replay`: redacted (default: arguments masked by the
+	// configured detectors), none (no input; records cannot be replayed)
+	// or full (arguments as the agent sent them).
+	RecordInput string `yaml:"record_input"`
 }
+
+// Values of Audit.RecordInput.
+const (
+	RecordInputRedacted = "redacted"
+	RecordInputNone     = "none"
+	RecordInputFull     = "full"
+)
 
 // Telemetry configures OpenTelemetry.
 type Telemetry struct {
@@ -214,7 +236,7 @@ func Default() Config {
 			RedisTimeout: Duration(100 * time.Millisecond),
 		},
 		Redaction: Redaction{Detectors: []string{"secret", "credit_card", "ssn"}},
-		Audit:     Audit{Path: "./audit.log", OnError: "deny", Fsync: "batch"},
+		Audit:     Audit{Path: "./audit.log", OnError: "deny", Fsync: "batch", RecordInput: RecordInputRedacted},
 	}
 }
 
