@@ -119,13 +119,13 @@ func (r *Report) NotReplayableCount() int {
 
 // Reasons a record cannot be replayed.
 const (
-	ReasonUnreadable   = "not a complete audit record (torn or damaged line)"
-	ReasonAltered      = "hash does not match the record (altered): not trusted"
-	ReasonNoInput      = "no input recorded (written before records carried inputs, or with audit.record_input: none)"
-	ReasonNotDecided   = "refused before the policy was asked (e.g. an unknown tool): nothing to replay"
-	ReasonNoTool       = "the recorded input names no tool (the tool is unknown, so the decision cannot be reproduced)"
-	ReasonBadInput     = "the recorded input cannot be decoded"
-	ReasonNoDecision   = "no recorded decision to compare with (use --baseline)"
+	ReasonUnreadable = "not a complete audit record (torn or damaged line)"
+	ReasonAltered    = "hash does not match the record (altered): not trusted"
+	ReasonNoInput    = "no input recorded (written before records carried inputs, or with audit.record_input: none)"
+	ReasonNotDecided = "refused before the policy was asked (e.g. an unknown tool): nothing to replay"
+	ReasonNoTool     = "the recorded input names no tool (the tool is unknown, so the decision cannot be reproduced)"
+	ReasonBadInput   = "the recorded input cannot be decoded"
+	ReasonNoDecision = "no recorded decision to compare with (use --baseline)"
 )
 
 // entry is one decision record being replayed.
