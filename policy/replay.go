@@ -62,10 +62,9 @@ const (
 	ChangeDetectors = "detectors"
 )
 
-// OutcomeOf is the canonical Outcome of d (d.Approval is not a field of
-// Decision; see Engine.Redecide for the approval).
+// OutcomeOf is the canonical Outcome of d.
 func OutcomeOf(d Decision) Outcome {
-	o := Outcome{Allow: d.Allow}
+	o := Outcome{Allow: d.Allow, Approval: d.Approval}
 	if len(d.Redact) > 0 {
 		o.Redact = slices.Sorted(slices.Values(d.Redact))
 	}
@@ -160,15 +159,7 @@ func (st *state) redecide(ctx context.Context, in *Input, at time.Time) (o Outco
 	if err != nil {
 		return Outcome{}, err
 	}
-	o = OutcomeOf(d)
-	if obj, ok := t.Value.(ast.Object); ok {
-		if a := get(obj, kApproval); a != nil {
-			if o.Approval, err = canonicalJSON(a); err != nil {
-				return Outcome{}, fmt.Errorf("%w: approval: %w", ErrMalformed, err)
-			}
-		}
-	}
-	return o, nil
+	return OutcomeOf(d), nil
 }
 
 // canonicalJSON encodes v with sorted object keys.

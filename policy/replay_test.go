@@ -72,6 +72,10 @@ decision := {"allow": true, "approval": {"approvers": ["self"], "ttl": "15m"}}
 	if err != nil || string(o.Approval) != `{"approvers":["self"],"ttl":"15m"}` {
 		t.Errorf("approval: %s %v", o.Approval, err)
 	}
+	// What the gateway records from Decide carries the same approval.
+	if d, err := a.Decide(context.Background(), ins[0]); err != nil || len(OutcomeOf(d).Changes(o)) != 0 {
+		t.Errorf("Decide's outcome %+v differs from Redecide's %+v (%v)", OutcomeOf(d), o, err)
+	}
 }
 
 func TestOutcomeChanges(t *testing.T) {
