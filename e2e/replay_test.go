@@ -159,6 +159,11 @@ func TestPolicyReplay(t *testing.T) {
 		if strings.Contains(trail, "4111") {
 			t.Errorf("the card number entered the audit trail:\n%s", trail)
 		}
+		for _, tok := range []string{ps.sam, ps.sid} {
+			if strings.Contains(trail, tok[strings.LastIndexByte(tok, '.')+1:]) {
+				t.Error("a token's signature is in the audit trail")
+			}
+		}
 		if !strings.Contains(trail, `"subject":"refund card [REDACTED:credit_card]"`) || !strings.Contains(trail, `"detections":{"credit_card":1}`) {
 			t.Errorf("the recorded input does not carry the masked argument and its detection:\n%s", trail)
 		}
