@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -25,6 +26,10 @@ type Decision struct {
 	RateLimit *RateLimit
 	// Detectors replaces the configured detectors: nil = not set, empty = none.
 	Detectors []string
+	// Approval is the decision's approval document as the policy wrote it
+	// (canonical JSON), nil when it asks for none. Kept so that audit
+	// records and policy replay see it.
+	Approval json.RawMessage
 	// ID identifies this decision (fresh for every decision).
 	ID string
 	// Revision identifies the policy that decided.
@@ -148,6 +153,11 @@ func decodeDecision(v ast.Value) (Decision, error) {
 		}
 		if d.Detectors == nil {
 			d.Detectors = []string{}
+		}
+	}
+	if a := get(obj, kApproval); a != nil {
+		if d.Approval, err = canonicalJSON(a); err != nil {
+			return Decision{}, fmt.Errorf("%w: approval: %w", ErrMalformed, err)
 		}
 	}
 	d.Allow = bool(allow)

@@ -142,6 +142,9 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 const policyUsage = `Usage:
   gateway policy test [-v] [DIR]                 run the Rego tests (default: the embedded policy)
   gateway policy eval --input FILE [--dir DIR]   print the decision for one input document
+  gateway policy replay --dir NEW [--baseline DIR] [--since T] [--until T] [--format text|markdown|json] AUDIT...
+                                                 decide the recorded inputs again and report what changes
+                                                 (--url GATEWAY --token-file F: the live gateway's records)
 `
 
 func cmdPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -214,6 +217,8 @@ func cmdPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return fmt.Errorf("the policy failed, so the call would be denied: %w", err)
 		}
 		return nil
+	case "replay":
+		return cmdReplay(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, policyUsage)
 		return nil

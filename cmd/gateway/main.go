@@ -10,6 +10,7 @@
 //	gateway audit tail FILE         follow the audit trail, filtered
 //	gateway policy test [DIR]       run the Rego tests of a policy
 //	gateway policy eval --input F   print the decision for one input
+//	gateway policy replay --dir NEW AUDIT...  what a policy change does to recorded traffic
 //	gateway version                 print the version
 package main
 
@@ -38,7 +39,7 @@ Commands:
   demo      run everything on one machine with built-in sample API, issuer and tokens
   validate  check a configuration file and list every problem
   audit     verify, show or tail the audit trail
-  policy    test a policy or evaluate one input
+  policy    test a policy, evaluate one input, or replay the audit trail against a new policy
   version   print the version
 
 Run 'gateway <command> --help' for a command's flags.

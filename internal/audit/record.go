@@ -49,8 +49,9 @@ const ZeroHash = "00000000000000000000000000000000000000000000000000000000000000
 
 // Record is one audit record, written as one JSON object per line.
 //
-// It deliberately has no field for tokens, secrets, tool arguments or
-// results: none of them can ever enter the log. The JSON field order is the
+// It deliberately has no field for tokens, secrets or results: none of them
+// can ever enter the log. Tool arguments enter only inside Input, masked by
+// the detectors unless the operator chose audit.record_input: full. The JSON field order is the
 // struct order below, with "hash" last; map keys are sorted (encoding/json).
 //
 // Chain: Hash is the lower-case hex SHA-256 of the record's exact line (without
@@ -106,6 +107,13 @@ type Record struct {
 	PolicyRevision string `json:"policy_revision,omitempty"`
 	// Environment is the name of the deployment.
 	Environment string `json:"environment,omitempty"`
+	// Input is the policy input that was decided (JSON), its arguments
+	// masked by the detectors unless audit.record_input is full; absent
+	// with record_input none or when no policy was asked. See replay.go.
+	Input json.RawMessage `json:"input,omitempty"`
+	// PolicyDecision is what the policy decided for Input (policy.Outcome
+	// as JSON: allow and the obligations), before limits and upstream.
+	PolicyDecision json.RawMessage `json:"policy_decision,omitempty"`
 	// Prev is the Hash of the previous record in the chain.
 	Prev string `json:"prev"`
 	// Hash covers the whole line, Prev included (see the type comment).

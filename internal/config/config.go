@@ -65,7 +65,9 @@ type Server struct {
 	// body (the legacy GET event stream of /mcp has no body and is exempt).
 	ReadTimeout Duration `yaml:"read_timeout"`
 	// AdminToken, when set (write ${VAR}), is the bearer token that makes
-	// /readyz return its details. Never logged.
+	// /readyz return its details and guards the read-only admin endpoints
+	// (/admin/...), compared in constant time; empty turns those off.
+	// Never logged.
 	AdminToken string `yaml:"admin_token"`
 	// MetricsListen, when set (e.g. 127.0.0.1:9090), serves /metrics only
 	// on this separate address, not on listen.
@@ -217,7 +219,19 @@ type Audit struct {
 	MaxSizeMB int `yaml:"max_size_mb"`
 	// MaxFiles is how many rotated files are kept; 0 keeps all.
 	MaxFiles int `yaml:"max_files"`
+	// RecordInput is what a record keeps of the policy input, for
+	// `gateway policy replay`: redacted (default: arguments masked by the
+	// configured detectors), none (no input; records cannot be replayed)
+	// or full (arguments as the agent sent them).
+	RecordInput string `yaml:"record_input"`
 }
+
+// Values of Audit.RecordInput.
+const (
+	RecordInputRedacted = "redacted"
+	RecordInputNone     = "none"
+	RecordInputFull     = "full"
+)
 
 // Telemetry configures OpenTelemetry.
 type Telemetry struct {
@@ -251,7 +265,7 @@ func Default() Config {
 			Refusals:     Rate{Requests: 30, Per: Duration(time.Minute)},
 		},
 		Redaction: Redaction{Detectors: []string{"secret", "credit_card", "ssn"}},
-		Audit:     Audit{Path: "./audit.log", OnError: "deny", Fsync: "batch"},
+		Audit:     Audit{Path: "./audit.log", OnError: "deny", Fsync: "batch", RecordInput: RecordInputRedacted},
 		Server: Server{
 			UnauthenticatedRate:  Rate{Requests: 120, Per: Duration(time.Minute)},
 			UnauthenticatedQuota: 10000,

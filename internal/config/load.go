@@ -461,6 +461,9 @@ func (c *Config) Validate() Problems {
 	if c.Audit.MaxFiles < 0 {
 		bad("audit.max_files", "must not be negative")
 	}
+	if !slices.Contains([]string{RecordInputRedacted, RecordInputNone, RecordInputFull}, c.Audit.RecordInput) {
+		bad("audit.record_input", "must be redacted, none or full, got %q", c.Audit.RecordInput)
+	}
 	if c.Telemetry.OTLPEndpoint != "" {
 		if err := checkURL(c.Telemetry.OTLPEndpoint, false); err != nil {
 			bad("telemetry.otlp_endpoint", "%v", err)

@@ -94,6 +94,7 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 	}
 	end()
 	c.rec.PolicyDecisionID, c.rec.PolicyRevision = dec.ID, dec.Revision
+	s.recordDecision(ctx, &c.rec, in, dec, err) // for policy replay
 	if err != nil {
 		s.log.ErrorContext(ctx, "policy evaluation failed: call denied", "err", err, "tool", name, "subject", p.Subject)
 		return s.deny(ctx, c, "the policy could not decide this call")

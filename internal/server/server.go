@@ -189,6 +189,7 @@ func New(o Options) (*Server, error) {
 		fmt.Fprintln(w, `{"status":"ok"}`)
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /admin/audit/records", chain(http.HandlerFunc(s.adminAuditRecords), s.recoverer, requestID, s.accessLog))
 	for pattern, h := range o.Routes {
 		mux.Handle(pattern, public(h))
 	}
