@@ -55,7 +55,9 @@ func fixture(seen *sync.Map) *server.MCPServer {
 		}, nil
 	})
 	s.AddTool(mcp.NewToolWithRawSchema("bad_schema", "", json.RawMessage(`{"type":"string"}`)),
-		func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) { return mcp.NewToolResultText("no"), nil })
+		func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return mcp.NewToolResultText("no"), nil
+		})
 	s.AddTool(mcp.NewTool("hang", mcp.WithDescription("Never answers.")),
 		func(ctx context.Context, _ mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 			<-ctx.Done()
