@@ -11,6 +11,8 @@
 //	gateway policy test [DIR]       run the Rego tests of a policy
 //	gateway policy eval --input F   print the decision for one input
 //	gateway policy replay --dir NEW AUDIT...  what a policy change does to recorded traffic
+//	gateway tools pins --config F   list pinned MCP tool definitions and changes
+//	gateway tools approve --config F TOOL|--all  approve changed definitions
 //	gateway version                 print the version
 package main
 
@@ -40,6 +42,7 @@ Commands:
   validate  check a configuration file and list every problem
   audit     verify, show or tail the audit trail
   policy    test a policy, evaluate one input, or replay the audit trail against a new policy
+  tools     list or approve the pinned tool definitions of MCP upstreams
   version   print the version
 
 Run 'gateway <command> --help' for a command's flags.
@@ -93,6 +96,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdAudit(ctx, rest, stdout, stderr)
 	case "policy":
 		return cmdPolicy(ctx, rest, stdout, stderr)
+	case "tools":
+		return cmdTools(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "gateway", version)
 		return nil

@@ -5,6 +5,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"github.com/agentharness/harness/internal/config"
 	"github.com/agentharness/harness/internal/idpexchange"
 	"github.com/agentharness/harness/internal/oauth"
+	"github.com/agentharness/harness/internal/pins"
 	"github.com/agentharness/harness/internal/ratelimit"
 	"github.com/agentharness/harness/internal/server"
 	"github.com/agentharness/harness/internal/store"
@@ -61,6 +63,19 @@ func upstreamExchangers(cfg *config.Config, client *http.Client, log *slog.Logge
 			"upstream", u.Name, "token_url", te.TokenURL, "client_id", te.ClientID, "audience", te.Audience)
 	}
 	return exchangers, nil
+}
+
+// CatalogUpstreams are the configured upstreams as the catalogue takes
+// them (prefix defaults applied).
+func CatalogUpstreams(cfg *config.Config) []tools.Upstream {
+	ups := make([]tools.Upstream, 0, len(cfg.Upstreams))
+	for _, u := range cfg.Upstreams {
+		ups = append(ups, tools.Upstream{
+			Name: u.Name, BaseURL: u.BaseURL, OpenAPI: u.OpenAPI, Timeout: u.Timeout.D(),
+			MCP: u.MCP, Command: u.Command, Env: u.Env, Headers: u.Headers, Prefix: u.ToolPrefix(),
+		})
+	}
+	return ups
 }
 
 // Close releases what Build opened (telemetry flush, audit file, Redis).
@@ -161,12 +176,12 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		log.Info("policy loaded, hot reload on", "dir", cfg.Policy.Dir, "query", cfg.Policy.Query, "revision", pol.Revision())
 	}
 
-	ups := make([]tools.Upstream, 0, len(cfg.Upstreams))
-	for _, u := range cfg.Upstreams {
-		ups = append(ups, tools.Upstream{Name: u.Name, BaseURL: u.BaseURL, OpenAPI: u.OpenAPI, Timeout: u.Timeout.D()})
-	}
-	catalog := tools.NewCatalog(ups, upstreamClient, log.With("component", "tools"))
+	catalog := tools.NewCatalog(CatalogUpstreams(cfg), upstreamClient, log.With("component", "tools"))
+	app.closers = append(app.closers, func(context.Context) error { catalog.Close(); return nil })
 	if err := catalog.Refresh(ctx); err != nil {
+		if errors.Is(err, tools.ErrNameClash) {
+			return nil, fmt.Errorf("upstreams: %w", err)
+		}
 		log.Error("some upstreams could not be loaded; they are retried and /readyz reports them", "err", err)
 	}
 	for _, u := range cfg.Upstreams {
@@ -176,7 +191,14 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 				n++
 			}
 		}
-		log.Info("upstream", "name", u.Name, "base_url", u.BaseURL, "tools", n)
+		where := u.BaseURL
+		switch u.Kind() {
+		case "mcp":
+			where = RedactURL(u.MCP)
+		case "command":
+			where = u.Command[0]
+		}
+		log.Info("upstream", "name", u.Name, "kind", u.Kind(), "at", where, "tools", n)
 	}
 
 	auditLog, err := audit.Open(ctx, audit.Config{
@@ -215,7 +237,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		Config: cfg, Logger: log, Version: version,
 		Authn: an, Catalog: catalog, Policy: pol, Limiter: limiter,
 		Sessions: st, Audit: auditLog, Client: upstreamClient, Ready: ready,
-		Identity: keys, Exchangers: exchangers, Revocations: st,
+		Identity: keys, Exchangers: exchangers, Revocations: st, Pins: pins.New(st),
 		Telemetry:           tel,
 		WrapMCP:             func(h http.Handler) http.Handler { return tel.HTTPHandler(h, "mcp") },
 		Routes:              routes,
@@ -290,7 +312,8 @@ func consentTools(cfg *config.Config, catalog *tools.Catalog, pol *policy.Engine
 				continue
 			}
 			byName[t.Name] = t
-			pts = append(pts, policy.Tool{Name: t.Name, Upstream: t.Upstream, Operation: t.Operation, Method: t.Method, Path: t.Path, Tags: t.Tags})
+			pts = append(pts, policy.Tool{Name: t.Name, Upstream: t.Upstream, Operation: t.Operation, Method: t.Method, Path: t.Path, Tags: t.Tags,
+				Kind: t.Kind, Annotations: t.Annotations})
 		}
 		if len(pts) == 0 {
 			return nil, nil

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
 	"github.com/agentharness/harness/internal/audit"
@@ -33,6 +34,18 @@ type Catalog interface {
 	Version() uint64
 	Status() map[string]error
 	Refresh(ctx context.Context) error
+
+	// Upstream MCP servers (federation).
+	CallMCP(ctx context.Context, t *tools.Tool, args map[string]any, c *tools.MCPCall) (*mcp.CallToolResult, error)
+	Resources() []*tools.Resource
+	ResourceTemplates() []*tools.ResourceTemplate
+	Prompts() []*tools.Prompt
+	LookupPrompt(name string) (*tools.Prompt, bool)
+	LookupResource(uri string) (*tools.Resource, *tools.ResourceTemplate, bool)
+	ReadResource(ctx context.Context, upstream, uri string, c *tools.MCPCall) (*mcp.ReadResourceResult, error)
+	GetPrompt(ctx context.Context, p *tools.Prompt, args map[string]string, c *tools.MCPCall) (*mcp.GetPromptResult, error)
+	Complete(ctx context.Context, upstream string, params mcp.CompleteParams, c *tools.MCPCall) (*mcp.CompleteResult, error)
+	OnChange(f func())
 }
 
 // Decider is the policy engine.
@@ -89,6 +102,9 @@ type Options struct {
 	// Revocations answers whether a delegation was revoked; required when
 	// delegation tokens are accepted.
 	Revocations Revocations
+	// Pins keeps the approved definitions of MCP upstreams' tools; nil
+	// turns pinning off.
+	Pins Pinner
 	// AuthorizationServer, when set, lists the gateway itself (public_url)
 	// first among the authorization servers of the protected-resource
 	// metadata: the gateway is the OAuth authorization server copilots use.
@@ -113,6 +129,8 @@ type Server struct {
 	tel        Telemetry
 	revoked    Revocations
 	selfAS     bool
+	pins       Pinner
+	pinSt      pinState
 
 	publicLimiter ratelimit.Limiter
 	clientAddr    clientAddr
@@ -144,7 +162,7 @@ func New(o Options) (*Server, error) {
 		authn: o.Authn, catalog: o.Catalog, policy: o.Policy, limiter: o.Limiter,
 		sessions: o.Sessions, audit: o.Audit, client: o.Client, ready: o.Ready,
 		identity: o.Identity, exchangers: o.Exchangers, tel: o.Telemetry, revoked: o.Revocations,
-		selfAS: o.AuthorizationServer, publicLimiter: o.PublicLimiter, metrics: o.Metrics,
+		selfAS: o.AuthorizationServer, publicLimiter: o.PublicLimiter, metrics: o.Metrics, pins: o.Pins,
 	}
 	if s.publicLimiter == nil {
 		s.publicLimiter = s.limiter
@@ -170,6 +188,10 @@ func New(o Options) (*Server, error) {
 	}
 	mcpHandler := s.newMCP()
 	s.syncTools()
+	s.catalog.OnChange(func() { // clients are told of catalogue changes; changed definitions are audited
+		s.syncTools()
+		go s.withheldTools(context.Background())
+	})
 
 	mux := http.NewServeMux()
 	mcpChain := chain(mcpHandler, s.recoverer, requestID, s.accessLog, limitBody, s.authenticate, s.bindSession)
