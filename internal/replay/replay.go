@@ -326,7 +326,7 @@ func parseOne(l Line, needRecorded bool) entry {
 	case err != nil:
 		return entry{rec: &audit.Record{}, skip: ReasonUnreadable, note: where}
 	}
-	if rec.Kind != "" || rec.Action == "" {
+	if !rec.IsDecision() {
 		return entry{}
 	}
 	e := entry{rec: rec}
