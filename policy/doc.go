@@ -12,6 +12,11 @@
 // changes are built to the side and swapped in atomically ([Engine.Reload],
 // [Engine.Watch]); a broken policy never replaces a working one.
 //
+// Replay: [Engine.Replay] decides recorded inputs again, in parallel, each at
+// its recorded time and never from reused decisions, and [Outcome.Changes]
+// compares what two decisions do to a call (`gateway policy replay`).
+// [ParseInput] decodes a recorded input strictly.
+//
 // The input and decision documents follow the contract in ARCHITECTURE.md:
 //
 //	{"action": "call", "subject": {...}, "agent": {...}, "delegation": null,

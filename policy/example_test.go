@@ -45,3 +45,25 @@ func ExampleEngine_Allowed() {
 	fmt.Println(allowed["crm_list_orders"], allowed["crm_create_ticket"], err)
 	// Output: true false <nil>
 }
+
+// Replay decides recorded inputs again (at their recorded time, without
+// decision reuse) and Changes compares outcomes.
+func ExampleEngine_Replay() {
+	ctx := context.Background()
+	e, err := policy.New(ctx, policy.Options{})
+	if err != nil {
+		panic(err)
+	}
+	in, err := policy.ParseInput([]byte(`{"action": "call", "time": "2026-11-02T09:00:00Z",
+		"subject": {"sub": "u-1", "roles": ["support"]}, "delegation": null,
+		"tool": {"name": "crm_update_ticket", "method": "POST", "tags": ["tickets"]}}`))
+	if err != nil {
+		panic(err)
+	}
+	recorded := policy.Outcome{Allow: false}
+	for _, r := range e.Replay(ctx, []*policy.Input{in}) {
+		fmt.Println(r.Outcome.Allow, r.Outcome.RateLimit.Requests, recorded.Changes(r.Outcome), r.Err)
+	}
+	// Output:
+	// true 10 [allow] <nil>
+}

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentharness/harness/internal/audit"
 	"github.com/agentharness/harness/internal/replay"
 	"github.com/agentharness/harness/policy"
 )
@@ -100,24 +99,30 @@ func runReplay(ctx context.Context, a replayArgs, stdout io.Writer) (int, error)
 			return 2, fmt.Errorf("baseline %s: %w", a.baseline, err)
 		}
 	}
-	var lines []replay.Line
+	r, err := replay.NewReplayer(o)
+	if err != nil {
+		return 2, err
+	}
 	source := strings.Join(a.files, ", ")
 	if a.url != "" {
 		source = a.url
-		lines, err = fetchRecords(ctx, a, o.Since, o.Until)
+		lines, err := fetchRecords(ctx, a, o.Since, o.Until)
+		if err != nil {
+			return 2, err
+		}
+		for len(lines) > 0 {
+			n := min(len(lines), replay.BatchSize)
+			if err := r.Add(ctx, lines[:n]); err != nil {
+				return 2, err
+			}
+			lines = lines[n:]
+		}
 	} else {
-		err = audit.ReadLines(a.files, func(file string, n int, line []byte) error {
-			lines = append(lines, replay.Line{Source: file, N: n, Data: line})
-			return nil
-		})
+		if err := r.AddFiles(ctx, a.files); err != nil {
+			return 2, err
+		}
 	}
-	if err != nil {
-		return 2, err
-	}
-	rep, err := replay.Run(ctx, o, lines)
-	if err != nil {
-		return 2, err
-	}
+	rep := r.Report()
 	if err := replay.Write(stdout, rep, a.format, replay.Labels{New: a.dir, Baseline: a.baseline, Source: source}); err != nil {
 		return 2, err
 	}

@@ -45,3 +45,18 @@ func ParseLine(line []byte) (*Record, error) {
 	}
 	return r, nil
 }
+
+// IsDecision reports whether r records an access the policy was (or should
+// have been) asked about: a call, list, read or prompt, or any record that
+// carries a policy input or decision. Security events (start, rotate,
+// grant, environment changes…) are not.
+func (r *Record) IsDecision() bool {
+	if len(r.Input) > 0 || len(r.PolicyDecision) > 0 || r.PolicyDecisionID != "" {
+		return true
+	}
+	switch r.Action {
+	case ActionCall, ActionList, "read", "prompt":
+		return r.Decision != "" && (r.Kind == "" || r.Kind == r.Action)
+	}
+	return false
+}

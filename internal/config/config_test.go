@@ -60,6 +60,27 @@ func TestParseGood(t *testing.T) {
 	if cfg.RateLimit.OnError != "deny" || cfg.Audit.OnError != "deny" {
 		t.Errorf("fail-closed defaults changed: %q %q", cfg.RateLimit.OnError, cfg.Audit.OnError)
 	}
+	if cfg.Audit.RecordInput != RecordInputRedacted || cfg.Server.AdminToken != "" {
+		t.Errorf("replay defaults: record_input %q, admin_token set %v", cfg.Audit.RecordInput, cfg.Server.AdminToken != "")
+	}
+}
+
+// TestAdminTokenFromEnv: server.admin_token takes ${VAR} and the
+// HARNESS_SERVER_ADMIN_TOKEN override, and a problem never echoes it.
+func TestAdminTokenFromEnv(t *testing.T) {
+	yaml := good + "server: {admin_token: \"${ADMIN}\"}\n"
+	cfg, err := Parse([]byte(yaml), env(map[string]string{"AUDIT_DIR": "/tmp", "ADMIN": "0123456789abcdef-secret"}))
+	if err != nil || cfg.Server.AdminToken != "0123456789abcdef-secret" {
+		t.Fatalf("admin token from ${ADMIN}: %v", err)
+	}
+	cfg, err = Parse([]byte(good), env(map[string]string{"AUDIT_DIR": "/tmp", "HARNESS_SERVER_ADMIN_TOKEN": "fedcba9876543210-secret"}))
+	if err != nil || cfg.Server.AdminToken != "fedcba9876543210-secret" {
+		t.Fatalf("admin token from HARNESS_SERVER_ADMIN_TOKEN: %v", err)
+	}
+	_, err = Parse([]byte(good), env(map[string]string{"AUDIT_DIR": "/tmp", "HARNESS_SERVER_ADMIN_TOKEN": "tiny-secret"}))
+	if err == nil || strings.Contains(err.Error(), "tiny-secret") {
+		t.Errorf("short token: %v", err)
+	}
 }
 
 func TestEnvOverride(t *testing.T) {
@@ -118,6 +139,8 @@ audit: {on_error: maybe}
 			[]string{"oauth.login_issuer: \"https://other\" must be one of auth.issuers", "oauth.client_id: required", "oauth.access_ttl:", "oauth.refresh_ttl:", "oauth.scope: unknown key"}},
 		{"wrong shapes", "auth: [1]\nupstreams: {name: x}", []string{"auth: must be a mapping", "upstreams: must be a list"}},
 		{"duplicate key", "listen: a:1\nlisten: b:2\nauth: {issuers: [{issuer: https://i}]}", []string{"listen: duplicate key"}},
+		{"replay keys", "auth: {issuers: [{issuer: https://i}]}\naudit: {record_input: all}\nserver: {admin_token: short}",
+			[]string{"audit.record_input: must be redacted, none or full", "server.admin_token: must be at least 16 characters"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

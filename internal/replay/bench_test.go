@@ -14,8 +14,9 @@ import (
 
 // BenchmarkReplay100k replays a trail of 100,000 call records (the
 // default policy, varied humans, roles, agents, tools and arguments)
-// against a changed data.json: reading the file, decoding every record
-// and input, deciding each with the new policy, comparing and grouping.
+// against a changed data.json, as `gateway policy replay` does: reading the
+// file in batches, decoding every record and input, deciding each with the
+// new policy, comparing and grouping.
 // The figure in docs/policy.md is its ns/op.
 func BenchmarkReplay100k(b *testing.B) {
 	const n = 100_000
@@ -58,11 +59,14 @@ func BenchmarkReplay100k(b *testing.B) {
 	b.ResetTimer()
 	cpu0 := cpuTime()
 	for b.Loop() {
-		lines := readTrail(b, path)
-		rep, err := Run(context.Background(), Options{New: next}, lines)
+		r, err := NewReplayer(Options{New: next})
 		if err != nil {
 			b.Fatal(err)
 		}
+		if err := r.AddFiles(context.Background(), []string{path}); err != nil {
+			b.Fatal(err)
+		}
+		rep := r.Report()
 		if rep.Replayed != n || rep.Changed == 0 {
 			b.Fatalf("replayed %d, changed %d", rep.Replayed, rep.Changed)
 		}

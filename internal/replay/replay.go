@@ -137,9 +137,19 @@ type entry struct {
 	note     string
 }
 
-// Run reads lines, decides every recorded input again and reports. It fails
-// only when ctx ends; every problem with a record is in the report.
-func Run(ctx context.Context, o Options, lines []Line) (*Report, error) {
+// BatchSize is how many lines a caller should hand to Replayer.Add at a
+// time: memory stays bounded whatever the length of the trail.
+const BatchSize = 8192
+
+// Replayer replays a trail batch by batch (Add) and reports (Report).
+type Replayer struct {
+	o   Options
+	rep *Report
+	b   *builder
+}
+
+// NewReplayer starts a replay with o.
+func NewReplayer(o Options) (*Replayer, error) {
 	if o.New == nil {
 		return nil, errors.New("replay: no policy")
 	}
@@ -150,8 +160,57 @@ func Run(ctx context.Context, o Options, lines []Line) (*Report, error) {
 	if o.Baseline != nil {
 		rep.Baseline = o.Baseline.Revision()
 	}
+	return &Replayer{o: o, rep: rep, b: newBuilder(o.Examples)}, nil
+}
+
+// Run replays lines at once: NewReplayer, Add in batches, Report.
+func Run(ctx context.Context, o Options, lines []Line) (*Report, error) {
+	r, err := NewReplayer(o)
+	if err != nil {
+		return nil, err
+	}
+	for len(lines) > 0 {
+		n := min(len(lines), BatchSize)
+		if err := r.Add(ctx, lines[:n]); err != nil {
+			return nil, err
+		}
+		lines = lines[n:]
+	}
+	return r.Report(), nil
+}
+
+// AddFiles reads the audit files (oldest first) and adds their lines in
+// batches of BatchSize: memory does not grow with the trail.
+func (r *Replayer) AddFiles(ctx context.Context, paths []string) error {
+	batch := make([]Line, 0, BatchSize)
+	err := audit.ReadLines(paths, func(file string, n int, line []byte) error {
+		batch = append(batch, Line{Source: file, N: n, Data: line})
+		if len(batch) < BatchSize {
+			return nil
+		}
+		err := r.Add(ctx, batch)
+		batch = batch[:0]
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return r.Add(ctx, batch)
+}
+
+// Report returns the report of everything added so far.
+func (r *Replayer) Report() *Report {
+	rep := *r.rep
+	rep.Changes, rep.NotReplayable = r.b.sorted()
+	return &rep
+}
+
+// Add decides the records among lines again and counts the results. It
+// fails only when ctx ends; every problem with a record is in the report.
+// Nothing of lines is kept.
+func (r *Replayer) Add(ctx context.Context, lines []Line) error {
+	o, rep, b := r.o, r.rep, r.b
 	entries := parse(lines, o.Baseline == nil)
-	b := newBuilder(o.Examples)
 	var todo []*entry
 	for i := range entries {
 		e := &entries[i]
@@ -179,7 +238,7 @@ func Run(ctx context.Context, o Options, lines []Line) (*Report, error) {
 		before = o.Baseline.Replay(ctx, ins)
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return err
 	}
 	for i, e := range todo {
 		was := e.recorded
@@ -223,8 +282,7 @@ func Run(ctx context.Context, o Options, lines []Line) (*Report, error) {
 			b.change(c, e, note)
 		}
 	}
-	rep.Changes, rep.NotReplayable = b.sorted()
-	return rep, nil
+	return nil
 }
 
 // isPolicyFailure reports whether err is the policy failing (a denial the
@@ -268,7 +326,7 @@ func parseOne(l Line, needRecorded bool) entry {
 	case err != nil:
 		return entry{rec: &audit.Record{}, skip: ReasonUnreadable, note: where}
 	}
-	if rec.Kind != "" || rec.Action == "" {
+	if !rec.IsDecision() {
 		return entry{}
 	}
 	e := entry{rec: rec}

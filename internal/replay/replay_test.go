@@ -240,7 +240,8 @@ func TestNotReplayable(t *testing.T) {
 	noDecision.ID, noDecision.PolicyDecision = "no-decision", nil
 	altered := record(t, e, calls[4], t0)
 	altered.ID = "altered"
-	path, _ := writeTrail(t, []audit.Record{noInput, notDecided, noTool, future, noDecision, altered})
+	envChange := audit.Record{ID: "env", Time: t0, Kind: "environment", Action: "create", Reason: "pr 42"} // not a decision
+	path, _ := writeTrail(t, []audit.Record{noInput, notDecided, noTool, future, noDecision, altered, envChange})
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -274,8 +275,8 @@ func TestNotReplayable(t *testing.T) {
 	if !reflect.DeepEqual(want, got) {
 		t.Errorf("not replayable:\n got %q\nwant %q", got, want)
 	}
-	if rep.Replayed != 0 || rep.NotReplayableCount() != 7 || rep.Decisions != 7 {
-		t.Errorf("replayed %d, not replayable %d, decisions %d; want 0, 7, 7", rep.Replayed, rep.NotReplayableCount(), rep.Decisions)
+	if rep.Replayed != 0 || rep.NotReplayableCount() != 7 || rep.Decisions != 7 || rep.Other != 2 {
+		t.Errorf("replayed %d, not replayable %d, decisions %d, other %d; want 0, 7, 7, 2", rep.Replayed, rep.NotReplayableCount(), rep.Decisions, rep.Other)
 	}
 }
 

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -135,11 +134,8 @@ func (s *Server) adminAuditRecords(w http.ResponseWriter, r *http.Request) {
 		if err := r.Context().Err(); err != nil {
 			return err
 		}
-		if !bytes.Contains(line, []byte(`"action":`)) {
-			return nil // not a decision (start, rotate, grant…): cheap skip
-		}
 		rec, perr := audit.ParseLine(line)
-		if rec == nil || (perr != nil && !errors.Is(perr, audit.ErrHashMismatch)) || rec.Action == "" {
+		if rec == nil || (perr != nil && !errors.Is(perr, audit.ErrHashMismatch)) || !rec.IsDecision() {
 			return nil
 		}
 		if (!since.IsZero() && rec.Time.Before(since)) || (!until.IsZero() && !rec.Time.Before(until)) {
