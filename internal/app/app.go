@@ -242,6 +242,10 @@ func buildOAuth(cfg *config.Config, log *slog.Logger, st store.Store, exchange *
 		return nil, fmt.Errorf("public_url: %w", err)
 	}
 	devLoopback := pub.Scheme == "http" && isLoopback(pub.Hostname())
+	stateKey, err := cfg.OAuth.StateKeyBytes()
+	if err != nil {
+		return nil, fmt.Errorf("oauth.state_key: %w", err)
+	}
 	as, err := oauth.New(oauth.Options{
 		Issuer: cfg.PublicURL, Resource: cfg.ResourceURL(),
 		KV: st, Revocations: st, Minter: exchange,
@@ -258,6 +262,9 @@ func buildOAuth(cfg *config.Config, log *slog.Logger, st store.Store, exchange *
 		// A gateway on plain-http loopback is a development gateway: it
 		// accepts client metadata documents served on loopback too.
 		AllowLoopbackHTTPClientIDs: devLoopback,
+		StateKey:                   stateKey,
+		Recheck:                    cfg.OAuth.Recheck.D(),
+		RequestID:                  server.RequestID,
 		Logger:                     log.With("component", "oauth"),
 	})
 	if err != nil {
@@ -265,7 +272,7 @@ func buildOAuth(cfg *config.Config, log *slog.Logger, st store.Store, exchange *
 	}
 	log.Info("oauth: authorization server on; humans sign in at the login issuer",
 		"metadata", cfg.PublicURL+"/.well-known/oauth-authorization-server", "login_issuer", cfg.OAuth.LoginIssuer,
-		"client_id", cfg.OAuth.ClientID, "access_ttl", cfg.OAuth.AccessTTL, "refresh_ttl", cfg.OAuth.RefreshTTL,
+		"client_id", cfg.OAuth.ClientID, "access_ttl", cfg.OAuth.AccessTTL, "refresh_ttl", cfg.OAuth.RefreshTTL, "recheck", cfg.OAuth.Recheck,
 		"my_agents", cfg.PublicURL+"/oauth/agents")
 	return as, nil
 }

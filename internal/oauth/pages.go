@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/agentharness/harness/internal/authn"
 )
 
 //go:embed assets/harness.css
@@ -126,7 +128,10 @@ func (s *Server) consentPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ss, ok := s.currentSession(r)
-	if !ok {
+	if !ok || ss.RefreshSpent {
+		// A session whose IdP refresh token went to an earlier grant signs
+		// in again (seamless while the IdP session lives), so that this
+		// grant gets a refresh token of its own.
 		s.startLogin(w, r, loginState{RequestID: rid}, "")
 		return
 	}
@@ -150,8 +155,10 @@ func (s *Server) consentPage(w http.ResponseWriter, r *http.Request) {
 		"Groups":       groupTools(ts),
 		"ToolCount":    len(ts),
 		"ListError":    err != nil,
-		"AccessTTL":    s.o.AccessTTL,
+		"AccessTTL":    s.accessTTL(),
 		"RefreshTTL":   s.o.RefreshTTL,
+		"RolesClaim":   s.o.Login.RolesClaim,
+		"RolesHint":    authn.RolesClaimHint(s.o.Login.RolesClaim),
 		"Until":        now.Add(s.o.RefreshTTL),
 		"Resource":     ar.Resource,
 	})
@@ -215,6 +222,7 @@ func (s *Server) consentDecision(w http.ResponseWriter, r *http.Request) {
 	cr := codeRecord{
 		Human: ss.Human, ClientID: ar.ClientID, ClientName: ar.ClientName, RedirectURI: ar.RedirectURI,
 		Challenge: ar.Challenge, Resource: ar.Resource, Scopes: ar.Scopes, ConsentAt: s.now().UTC(),
+		IdPRefresh: s.spendRefresh(r, ss), CheckedAt: ss.Created,
 	}
 	if err := s.putJSON(ctx, "oauth:code:"+hashKey(code), cr, codeTTL); err != nil {
 		s.log.ErrorContext(ctx, "oauth: storing a code failed", "err", err)
