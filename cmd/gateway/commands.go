@@ -99,7 +99,7 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "tail":
 		fs := newFlags("audit tail", "audit tail [--subject S] [--agent A] [--tool T] [--decision D] [--since DUR|TIME] [--follow] FILE", stderr)
 		var f audit.Filter
-		fs.StringVar(&f.Subject, "subject", "", "only records of this human (subject)")
+		fs.StringVar(&f.Subject, "subject", "", "only records of this human (subject, or email)")
 		fs.StringVar(&f.Agent, "agent", "", "only records of this agent")
 		fs.StringVar(&f.Tool, "tool", "", "only this tool (a trailing * matches a prefix)")
 		fs.StringVar(&f.Decision, "decision", "", "only this decision: allow, deny, rate_limited or error")

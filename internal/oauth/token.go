@@ -344,7 +344,7 @@ func (s *Server) refresh(ctx context.Context, f url.Values) (map[string]any, err
 			return nil, err
 		}
 	}
-	return s.issue(ctx, &g, scopes)
+	return s.issue(delegation.WithGrant(ctx, "refresh_token"), &g, scopes)
 }
 
 // revokeGrant ends a grant: a tombstone, every live access token's jti
