@@ -141,12 +141,12 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		issuers = append(issuers, authn.IssuerConfig{Issuer: is.Issuer, Audiences: is.Audiences, RolesClaim: is.RolesClaim, AgentClaim: is.AgentClaim})
 	}
 	issuers = append(issuers, authn.IssuerConfig{Issuer: cfg.PublicURL, Audiences: []string{cfg.ResourceURL()}, KeySet: keys.AccessTokenKeySet(), Delegation: true})
-	an, err := authn.New(ctx, authn.Config{Issuers: issuers, Logger: log.With("component", "authn")})
+	an, err := authn.New(ctx, authn.Config{Issuers: issuers, Logger: log}) // authn, policy and tools name their component themselves
 	if err != nil {
 		return nil, fmt.Errorf("authentication: %w", err)
 	}
 
-	pol, err := policy.New(ctx, policy.Options{Dir: cfg.Policy.Dir, Query: cfg.Policy.Query, Logger: log.With("component", "policy")})
+	pol, err := policy.New(ctx, policy.Options{Dir: cfg.Policy.Dir, Query: cfg.Policy.Query, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -161,7 +161,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 	for _, u := range cfg.Upstreams {
 		ups = append(ups, tools.Upstream{Name: u.Name, BaseURL: u.BaseURL, OpenAPI: u.OpenAPI, Timeout: u.Timeout.D()})
 	}
-	catalog := tools.NewCatalog(ups, upstreamClient, log.With("component", "tools"))
+	catalog := tools.NewCatalog(ups, upstreamClient, log)
 	if err := catalog.Refresh(ctx); err != nil {
 		log.Error("some upstreams could not be loaded; they are retried and /readyz reports them", "err", err)
 	}
