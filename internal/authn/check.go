@@ -32,7 +32,9 @@ type Finding struct {
 func CheckIssuer(ctx context.Context, client *http.Client, ic IssuerConfig, loginScopes []string, token string) []Finding {
 	var out []Finding
 	ok := func(format string, a ...any) { out = append(out, Finding{Msg: fmt.Sprintf(format, a...)}) }
-	bad := func(format string, a ...any) { out = append(out, Finding{Problem: true, Msg: fmt.Sprintf(format, a...)}) }
+	bad := func(format string, a ...any) {
+		out = append(out, Finding{Problem: true, Msg: fmt.Sprintf(format, a...)})
+	}
 	if client == nil {
 		client = &http.Client{Timeout: 10 * time.Second}
 	}
