@@ -57,7 +57,7 @@ func idTokenCause(err error) string {
 func (s *Server) signInFailed(w http.ResponseWriter, r *http.Request, ls loginState, cause string, err error) {
 	ctx := r.Context()
 	rid := s.requestID(ctx)
-	s.log.WarnContext(ctx, "oauth: sign-in at the login issuer failed", "issuer", s.o.Login.Issuer, "cause", cause, "err", err)
+	s.log.WarnContext(ctx, "oauth: sign-in at the login issuer failed", "issuer", s.o.Login.Issuer, "cause", cause, "err", err, "request_id", rid)
 	data := map[string]any{"Title": "Sign-in could not be completed", "Cause": cause, "RequestID": rid}
 	if ls.RequestID != "" {
 		var ar authRequest
