@@ -241,7 +241,6 @@ func TestAuthenticateHostile(t *testing.T) {
 		{"wrong issuer", "untrusted issuer", sign(iss, nil, with("iss", "https://evil.example.com"))},
 		{"issuer with trailing slash", "untrusted issuer", sign(iss, nil, with("iss", iss.URL()+"/"))},
 		{"wrong audience", "audience", sign(iss, nil, with("aud", "http://127.0.0.1:9999/mcp"))},
-		{"no agent claim", "names no agent", sign(iss, nil, with("azp", nil))},
 		{"missing audience", "audience", sign(iss, nil, with("aud", nil))},
 		{"audience array without us", "audience", sign(iss, nil, with("aud", []any{"a", "b"}))},
 		{"other key same kid", "signature", sign(other, map[string]any{"kid": iss.KeyID()}, good())},
