@@ -23,7 +23,8 @@ import (
 
 // User is a person of the development issuer.
 type User struct {
-	// Subject is the sub claim and the login_hint that selects the user.
+	// Subject is the sub claim and the login_hint that selects the user
+	// (the email selects it too).
 	Subject string
 	// Name and Email fill the name and email claims.
 	Name, Email string
@@ -214,7 +215,14 @@ func (i *Issuer) authorize(w http.ResponseWriter, r *http.Request) {
 	hint := q.Get("login_hint")
 	i.flow.mu.Lock()
 	u, known := i.flow.users[hint]
-	disabled := i.flow.disabled[hint]
+	if !known && hint != "" { // a login_hint may be the email too
+		for _, cand := range i.flow.users {
+			if cand.Email != "" && strings.EqualFold(cand.Email, hint) {
+				u, known = cand, true
+			}
+		}
+	}
+	disabled := i.flow.disabled[u.Subject]
 	i.flow.mu.Unlock()
 	if known && disabled {
 		fail("access_denied", "the user is disabled")

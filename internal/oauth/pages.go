@@ -128,11 +128,16 @@ func (s *Server) consentPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ss, ok := s.currentSession(r)
-	if !ok || ss.RefreshSpent {
-		// A session whose IdP refresh token went to an earlier grant signs
-		// in again (seamless while the IdP session lives), so that this
-		// grant gets a refresh token of its own.
+	if !ok {
 		s.startLogin(w, r, loginState{RequestID: rid}, "")
+		return
+	}
+	if ss.RefreshSpent {
+		// A session whose IdP refresh token went to an earlier grant signs
+		// in again (seamless while the IdP session lives; the human is
+		// named as the login_hint), so that this grant gets a refresh
+		// token of its own: two grants never share a rotating IdP token.
+		s.startLogin(w, r, loginState{RequestID: rid}, displayName(ss.Human.Email, ss.Human.Subject))
 		return
 	}
 	ts, err := s.tools(ctx, ss.Human, ar.ClientID, ar.Scopes)
