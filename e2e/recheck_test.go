@@ -107,6 +107,24 @@ func TestOAuthRefreshRechecksTheHuman(t *testing.T) {
 		wantOK(t, "refresh once the IdP is back", s.refresh(t, c, tok.str("refresh_token")))
 	})
 
+	t.Run("gateway's own secret refused", func(t *testing.T) {
+		c, tok := s.signedInCopilot(t, "Misconfigured Copilot", "alice")
+		pastRecheck()
+		// The IdP no longer accepts the gateway's client secret: that is
+		// the gateway's problem, not the human's; nothing is revoked.
+		if err := s.iss.AddClient(devissuer.Client{ID: oauthLoginClient, Secret: "rotated-at-the-idp", RedirectURIs: []string{s.gw.URL + "/oauth/callback"}}); err != nil {
+			t.Fatal(err)
+		}
+		a := s.refresh(t, c, tok.str("refresh_token"))
+		if err := s.iss.AddClient(devissuer.Client{ID: oauthLoginClient, Secret: "s3cret-value", RedirectURIs: []string{s.gw.URL + "/oauth/callback"}}); err != nil {
+			t.Fatal(err)
+		}
+		if a.status != http.StatusServiceUnavailable || a.str("error") != "temporarily_unavailable" {
+			t.Fatalf("refresh with the gateway's secret refused: %d %v, want 503 temporarily_unavailable", a.status, a.body)
+		}
+		wantOK(t, "refresh once the secret is fixed", s.refresh(t, c, tok.str("refresh_token")))
+	})
+
 	t.Run("user disabled", func(t *testing.T) {
 		c, tok := s.signedInCopilot(t, "Fired Copilot", "alice")
 		if st := mcpStatus(t, gw, tok.str("access_token")); st != http.StatusOK {
