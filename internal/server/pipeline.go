@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -39,22 +38,6 @@ type call struct {
 	p     *authn.Principal
 	rec   audit.Record
 	span  trace.Span
-	// log carries the human (subject, email, name) and the agent.
-	log *slog.Logger
-}
-
-// newCall starts the bookkeeping of one call by p (nil when unknown).
-func (s *Server) newCall(p *authn.Principal, name, session string) *call {
-	c := &call{start: time.Now(), p: p, log: s.log}
-	c.rec = audit.Record{Action: policy.ActionCall, Tool: name, Environment: s.cfg.Environment, Session: session}
-	if p != nil {
-		c.rec.Subject, c.rec.Email, c.rec.Name, c.rec.Issuer, c.rec.Agent = p.Subject, p.Email, p.Name, humanIssuer(p), p.Agent
-		if p.Delegation != nil {
-			c.rec.Delegation = p.Delegation.ID
-		}
-		c.log = s.log.With("subject", p.Subject, "email", p.Email, "name", p.Name, "agent", p.Agent)
-	}
-	return c
 }
 
 // callTool is the pipeline of one tool call (steps 3–8 of ARCHITECTURE.md):
@@ -62,8 +45,14 @@ func (s *Server) newCall(p *authn.Principal, name, session string) *call {
 // record. Every outcome, allowed or not, leaves one audit record; every
 // refusal before invoke keeps the upstream untouched.
 func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	c := &call{start: time.Now(), p: principalFrom(ctx)}
 	name := req.Params.Name
-	c := s.newCall(principalFrom(ctx), name, sessionFrom(ctx))
+	c.rec = audit.Record{
+		Action:      policy.ActionCall,
+		Tool:        name,
+		Environment: s.cfg.Environment,
+		Session:     sessionFrom(ctx),
+	}
 	if info := mcpserver.RequestProtocolInfoFromContext(ctx); info != nil {
 		c.rec.Protocol = info.ProtocolVersion
 	}
@@ -72,6 +61,11 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 		return s.finish(ctx, c, decDeny, "no authenticated principal", mcp.NewToolResultError("denied: no authenticated principal"))
 	}
 	p := c.p
+	c.rec.Subject, c.rec.Issuer, c.rec.Agent = p.Subject, humanIssuer(p), p.Agent
+	c.rec.Email, c.rec.Name = p.Email, p.Name
+	if p.Delegation != nil {
+		c.rec.Delegation = p.Delegation.ID
+	}
 
 	tool, up, ok := s.catalog.Lookup(name)
 	if !ok { // mcp-go answers unknown names itself; see auditUnknownTool
@@ -100,7 +94,7 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 	end()
 	c.rec.PolicyDecisionID, c.rec.PolicyRevision = dec.ID, dec.Revision
 	if err != nil {
-		c.log.ErrorContext(ctx, "policy evaluation failed: call denied", "err", err, "tool", name)
+		s.log.ErrorContext(ctx, "policy evaluation failed: call denied", "err", err, "tool", name, "subject", p.Subject)
 		return s.deny(ctx, c, "the policy could not decide this call")
 	}
 	if !dec.Allow {
@@ -117,7 +111,7 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 	// decision the gateway cannot apply must not release data.
 	red, err := redact.Compile(redact.Rules{Paths: dec.Redact, Context: dec.Context, Detectors: s.detectors(dec)})
 	if err != nil {
-		c.log.ErrorContext(ctx, "policy decision has unusable redaction rules: call refused", "err", err, "tool", name)
+		s.log.ErrorContext(ctx, "policy decision has unusable redaction rules: call refused", "err", err, "tool", name)
 		return s.fail(ctx, c, "the policy decision's redaction rules are invalid")
 	}
 
@@ -128,13 +122,13 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 	end()
 	switch {
 	case errors.Is(err, ratelimit.ErrInvalidLimit):
-		c.log.ErrorContext(ctx, "rate limit from the policy decision is invalid: call refused", "err", err)
+		s.log.ErrorContext(ctx, "rate limit from the policy decision is invalid: call refused", "err", err)
 		return s.fail(ctx, c, "the policy decision's rate limit is invalid")
 	case err != nil && s.cfg.RateLimit.OnError != "allow":
-		c.log.ErrorContext(ctx, "rate limiter unavailable: call refused", "err", err)
+		s.log.ErrorContext(ctx, "rate limiter unavailable: call refused", "err", err)
 		return s.fail(ctx, c, "the rate limiter is unavailable, so calls are refused")
 	case err != nil:
-		c.log.WarnContext(ctx, "rate limiter unavailable: call allowed by ratelimit.on_error", "err", err)
+		s.log.WarnContext(ctx, "rate limiter unavailable: call allowed by ratelimit.on_error", "err", err)
 	case !res.Allowed:
 		retry := res.RetryAfter.Round(time.Millisecond)
 		msg := fmt.Sprintf("rate limited: %d requests per %s for %s; retry after %s", lim.Requests, lim.Per, name, retry)
@@ -151,10 +145,10 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 	if err := s.attachIdentity(ctx, hdr, p, up.Name); err != nil {
 		var ie *identityError
 		if errors.As(err, &ie) {
-			c.log.WarnContext(ctx, "no identity the upstream accepts: call refused", "err", err, "cause", ie.cause, "tool", name)
+			s.log.WarnContext(ctx, "no identity the upstream accepts: call refused", "err", err, "cause", ie.cause, "tool", name)
 			return s.fail(ctx, c, ie.msg)
 		}
-		c.log.ErrorContext(ctx, "cannot sign the upstream identity assertion", "err", err)
+		s.log.ErrorContext(ctx, "cannot sign the upstream identity assertion", "err", err)
 		return s.fail(ctx, c, "the gateway could not sign the identity assertion")
 	}
 	uctx, end := s.stage(ctx, telemetry.StageUpstream)
@@ -164,7 +158,7 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 		if errors.Is(err, tools.ErrInvalidArguments) {
 			return s.finish(ctx, c, decError, "invalid arguments", mcp.NewToolResultError(err.Error()))
 		}
-		c.log.WarnContext(ctx, "upstream call failed", "err", err, "tool", name)
+		s.log.WarnContext(ctx, "upstream call failed", "err", err, "tool", name)
 		return s.fail(ctx, c, fmt.Sprintf("upstream %s failed: %s", up.Name, upstreamReason(err)))
 	}
 	c.rec.Status = resp.Status
@@ -202,7 +196,15 @@ func (s *Server) auditUnknownTool(ctx context.Context, _ any, method mcp.MCPMeth
 	if len(name) > maxAuditedName {
 		name = name[:maxAuditedName] + "…"
 	}
-	c := s.newCall(principalFrom(ctx), name, sessionFrom(ctx))
+	c := &call{start: time.Now(), p: principalFrom(ctx)}
+	c.rec = audit.Record{Action: policy.ActionCall, Tool: name, Environment: s.cfg.Environment, Session: sessionFrom(ctx)}
+	if c.p != nil {
+		c.rec.Subject, c.rec.Issuer, c.rec.Agent = c.p.Subject, humanIssuer(c.p), c.p.Agent
+		c.rec.Email, c.rec.Name = c.p.Email, c.p.Name
+		if c.p.Delegation != nil {
+			c.rec.Delegation = c.p.Delegation.ID
+		}
+	}
 	_, _ = s.finish(ctx, c, decDeny, "no such tool", nil)
 }
 
@@ -226,7 +228,7 @@ func (s *Server) finish(ctx context.Context, c *call, decision, reason string, r
 	end()
 	if err != nil {
 		s.setAuditErr(err)
-		c.log.ErrorContext(ctx, "audit record not written", "err", err, "tool", c.rec.Tool, "decision", decision)
+		s.log.ErrorContext(ctx, "audit record not written", "err", err, "tool", c.rec.Tool, "decision", decision)
 		if s.cfg.Audit.OnError != "allow" {
 			return mcp.NewToolResultError("error: the call could not be recorded in the audit trail, so its result is withheld"), nil
 		}
