@@ -142,8 +142,10 @@ type Issued struct {
 	// ID is the new token's jti; ParentID the jti of the delegation token
 	// it was narrowed from, if any.
 	ID, ParentID string
-	// Subject and SubjectIssuer identify the human.
+	// Subject and SubjectIssuer identify the human; Email and Name name
+	// them when known.
 	Subject, SubjectIssuer string
+	Email, Name            string
 	// Agent is the actor; Actors the prior actors, outermost first.
 	Agent  string
 	Actors []string
@@ -568,12 +570,12 @@ func (e *Exchange) exchange(w http.ResponseWriter, r *http.Request) (*tokenRespo
 		return nil, fmt.Errorf("issue delegation token: %w", err)
 	}
 	e.log().InfoContext(ctx, "delegation issued", "id", jti, "parent", parent,
-		"subject", subj.Subject, "subject_issuer", subj.Issuer, "agent", agent,
-		"scope", scope, "expires_in", exp-iat)
+		"subject", subj.Subject, "email", subj.Email, "name", subj.Name, "subject_issuer", subj.Issuer, "agent", agent,
+		"scope", scope, "expires_in", exp-iat, "grant", "token-exchange")
 	if e.OnIssue != nil {
 		if err := e.OnIssue(ctx, Issued{
 			ID: jti, ParentID: parent, Subject: subj.Subject, SubjectIssuer: subj.Issuer,
-			Agent: agent, Actors: chain[1:], Scopes: scopes,
+			Email: subj.Email, Name: subj.Name, Agent: agent, Actors: chain[1:], Scopes: scopes,
 			IssuedAt: time.Unix(iat, 0), ExpiresAt: time.Unix(exp, 0),
 		}); err != nil {
 			return nil, oerr(http.StatusServiceUnavailable, "temporarily_unavailable", "the grant could not be recorded", err)
@@ -820,6 +822,21 @@ func copyClaims(dst, src map[string]any) {
 	}
 }
 
+type grantKey struct{}
+
+// WithGrant names, for Issue's log line, the OAuth grant a token is issued
+// under (authorization_code, the default, or refresh_token).
+func WithGrant(ctx context.Context, grant string) context.Context {
+	return context.WithValue(ctx, grantKey{}, grant)
+}
+
+func grantFrom(ctx context.Context) string {
+	if g, ok := ctx.Value(grantKey{}).(string); ok && g != "" {
+		return g
+	}
+	return "authorization_code"
+}
+
 // Issue mints a delegation token for an authorization the gateway granted
 // itself (the OAuth authorization-code flow, after the human's consent):
 // sub = the human, act.sub = agent, the given scopes, aud = Audience,
@@ -881,11 +898,11 @@ func (e *Exchange) Issue(ctx context.Context, subject *Subject, agent string, sc
 		return "", Issued{}, fmt.Errorf("issue delegation token: %w", err)
 	}
 	iss := Issued{
-		ID: jti, Subject: subject.Subject, SubjectIssuer: subject.Issuer, Agent: agent,
+		ID: jti, Subject: subject.Subject, SubjectIssuer: subject.Issuer, Email: subject.Email, Name: subject.Name, Agent: agent,
 		Scopes: sc, IssuedAt: time.Unix(iat, 0), ExpiresAt: time.Unix(exp, 0),
 	}
-	e.log().InfoContext(ctx, "delegation issued", "id", jti, "subject", subject.Subject,
-		"subject_issuer", subject.Issuer, "agent", agent, "scope", scope, "expires_in", exp-iat, "grant", "authorization_code")
+	e.log().InfoContext(ctx, "delegation issued", "id", jti, "subject", subject.Subject, "email", subject.Email, "name", subject.Name,
+		"subject_issuer", subject.Issuer, "agent", agent, "scope", scope, "expires_in", exp-iat, "grant", grantFrom(ctx))
 	if e.OnIssue != nil {
 		if err := e.OnIssue(ctx, iss); err != nil {
 			return "", Issued{}, fmt.Errorf("issue: the grant could not be recorded: %w", err)

@@ -427,3 +427,40 @@ func TestBrowserConsentAndMyAgents(t *testing.T) {
 		chromedp.Navigate(gw+"/oauth/agents"),
 		chromedp.WaitVisible(chromedp.CSS(`[data-testid="no-agents"]`)))
 }
+
+// TestBrowserSignInFailure: the gateway's client secret at the IdP is
+// wrong. In a real browser the human lands on a page that names the cause,
+// with the request id, a retry link and a link back to the copilot; that
+// link gives the copilot error=server_error with state and iss.
+func TestBrowserSignInFailure(t *testing.T) {
+	ctx := newChromium(t, 50*time.Second)
+	s := startOAuth(t, oauthOptions{idpSecret: "not-the-gateways-secret"})
+	sink := newRedirectSink(t)
+	id := registerClient(t, s.gw.URL, "Browser Copilot", sink.URL)
+	c := copilot{id: id, redirect: sink.URL, verifier: oauth2.GenerateVerifier()}
+
+	do(t, ctx, "authorize; the IdP signs alice in and returns to the gateway",
+		chromedp.Navigate(s.authorizeURL(c, "st-fail", "", "alice")),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="signin-failed"]`)))
+	if cause := text(t, ctx, `[data-testid="cause"]`); !strings.Contains(cause, "client secret") || !strings.Contains(cause, "tell your administrator") {
+		t.Errorf("cause %q does not name the client secret", cause)
+	}
+	if rid := text(t, ctx, `[data-testid="request-id"]`); rid == "" {
+		t.Error("no request id on the page")
+	} else {
+		waitLogs(t, s.gw.process, rid, "invalid_client")
+	}
+	if got := attrs(t, ctx, `[data-testid="retry"]`, "href"); len(got) != 1 || !strings.HasPrefix(got[0], "/oauth/consent?request=") {
+		t.Errorf("retry link %v", got)
+	}
+	wantStyled(t, ctx, "sign-in failure", `[data-testid="retry"]`, "rgb(29, 78, 216)")
+	screenshot(t, ctx, "signin-failed.png")
+
+	do(t, ctx, "return to the application",
+		chromedp.Click(chromedp.CSS(`[data-testid="return"]`)),
+		chromedp.WaitVisible(chromedp.ID("returned")))
+	q := sink.next(t)
+	if q.Get("error") != "server_error" || q.Get("state") != "st-fail" || q.Get("iss") != s.gw.URL || q.Get("code") != "" {
+		t.Errorf("the copilot got %v, want error=server_error with state and iss", q)
+	}
+}

@@ -75,28 +75,67 @@ func startOAuthStack(t *testing.T) *oauthStack {
 // one's), sharing redisURL when it is set.
 func startOAuthReplicas(t *testing.T, n int, redisURL string) *oauthStack {
 	t.Helper()
-	iss, err := devissuer.New(devissuer.Options{Users: []devissuer.User{
+	return startOAuth(t, oauthOptions{replicas: n, redisURL: redisURL})
+}
+
+// oauthOptions shape a stack of startOAuth.
+type oauthOptions struct {
+	replicas int
+	redisURL string
+	// recheck is oauth.recheck (default 1h: longer than access_ttl).
+	recheck string
+	// issuer tunes the development IdP's options.
+	issuer func(*devissuer.Options)
+	// serve starts the IdP (default: iss.Start on a free port).
+	serve func(*devissuer.Issuer)
+	// idpSecret is the gateway's client secret registered at the IdP
+	// (default: the one the gateway is configured with).
+	idpSecret string
+	// rolesClaim is auth.issuers[0].roles_claim (default roles).
+	rolesClaim string
+}
+
+func startOAuth(t *testing.T, o oauthOptions) *oauthStack {
+	t.Helper()
+	opts := devissuer.Options{Users: []devissuer.User{
 		{Subject: "alice", Name: "Alice Support", Email: "alice@acme.example", Roles: []string{"support"}, Claims: map[string]any{"tenant": "acme"}},
 		{Subject: "bob", Name: "Bob Admin", Email: "bob@acme.example", Roles: []string{"admin"}},
-	}})
+	}}
+	if o.issuer != nil {
+		o.issuer(&opts)
+	}
+	iss, err := devissuer.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := iss.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
+	if o.serve != nil {
+		o.serve(iss)
+	} else {
+		if err := iss.Start("127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = iss.Close() })
 	}
-	t.Cleanup(func() { _ = iss.Close() })
 	up := oauthUpstream(t)
 	redis := ""
-	if redisURL != "" {
-		redis = fmt.Sprintf("ratelimit:\n  redis_url: %q\n", redisURL)
+	if o.redisURL != "" {
+		redis = fmt.Sprintf("ratelimit:\n  redis_url: %q\n", o.redisURL)
+	}
+	if o.recheck == "" {
+		o.recheck = "1h"
+	}
+	if o.rolesClaim == "" {
+		o.rolesClaim = "roles"
+	}
+	if o.idpSecret == "" {
+		o.idpSecret = "s3cret-value"
 	}
 	cfg := fmt.Sprintf(`listen: {{LISTEN}}
 public_url: PUBLIC
 auth:
   issuers:
     - issuer: %s
-      roles_claim: roles
+      roles_claim: %s
 upstreams:
   - name: crm
     base_url: %s
@@ -109,17 +148,18 @@ oauth:
   client_secret: ${E2E_OAUTH_SECRET}
   access_ttl: 30m
   refresh_ttl: 2h
-%s`, iss.URL(), up, up, iss.URL(), oauthLoginClient, redis)
+  recheck: %s
+%s`, iss.URL(), o.rolesClaim, up, up, iss.URL(), oauthLoginClient, o.recheck, redis)
 	s := &oauthStack{iss: iss}
 	public := "http://{{LISTEN}}"
-	for range n {
+	for range max(o.replicas, 1) {
 		gw := startGateway(t, strings.Replace(cfg, "PUBLIC", public, 1), "E2E_OAUTH_SECRET=s3cret-value")
 		if s.gw == nil {
 			s.gw, public = gw, gw.URL
 		}
 		s.replicas = append(s.replicas, gw)
 	}
-	if err := iss.AddClient(devissuer.Client{ID: oauthLoginClient, Secret: "s3cret-value", RedirectURIs: []string{s.gw.URL + "/oauth/callback"}}); err != nil {
+	if err := iss.AddClient(devissuer.Client{ID: oauthLoginClient, Secret: o.idpSecret, RedirectURIs: []string{s.gw.URL + "/oauth/callback"}}); err != nil {
 		t.Fatal(err)
 	}
 	return s

@@ -11,13 +11,16 @@ import (
 
 	"github.com/agentharness/harness/internal/app"
 	"github.com/agentharness/harness/internal/audit"
+	"github.com/agentharness/harness/internal/authn"
 	"github.com/agentharness/harness/internal/config"
 	"github.com/agentharness/harness/policy"
 )
 
 func cmdValidate(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("validate", "validate --config FILE", stderr)
+	fs := newFlags("validate", "validate --config FILE [--check-idp [--token-file F]]", stderr)
 	cfgPath := fs.String("config", "", "configuration file (YAML); required")
+	checkIdP := fs.Bool("check-idp", false, "also fetch each issuer's discovery and keys, and explain what a sample token maps to")
+	tokenFile := fs.String("token-file", "", "with --check-idp: a sample token of one of the issuers (ID or access token); never printed")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -42,6 +45,61 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "%s: valid\n  listen %s, public URL %s, environment %s\n  %d issuer(s), %d upstream(s)\n  policy %s (revision %s)\n  rate limits %s, audit %s\n",
 		*cfgPath, cfg.Listen, cfg.PublicURL, cfg.Environment, len(cfg.Auth.Issuers), len(cfg.Upstreams),
 		src, pol.Revision(), orMemory(cfg.RateLimit.RedisURL), cfg.Audit.Path)
+	if !*checkIdP {
+		if *tokenFile != "" {
+			fmt.Fprintln(stderr, "gateway validate: --token-file needs --check-idp")
+			return errUsage
+		}
+		return nil
+	}
+	return checkIdPs(ctx, cfg, *tokenFile, stdout)
+}
+
+// checkIdPs runs authn.CheckIssuer for every issuer; the sample token goes
+// to the issuer named by its iss.
+func checkIdPs(ctx context.Context, cfg *config.Config, tokenFile string, stdout io.Writer) error {
+	token := ""
+	if tokenFile != "" {
+		b, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return fmt.Errorf("--token-file: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	tokIss := authn.TokenIssuer(token)
+	problems, matched := 0, false
+	for _, is := range cfg.Auth.Issuers {
+		var login []string
+		if is.Issuer == cfg.OAuth.LoginIssuer {
+			login = cfg.OAuth.Scopes
+			if len(login) == 0 {
+				login = []string{"openid", "profile", "email"}
+			}
+		}
+		sample := ""
+		if token != "" && tokIss == is.Issuer {
+			sample, matched = token, true
+		}
+		fmt.Fprintf(stdout, "\nidentity provider %s\n", is.Issuer)
+		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		fs := authn.CheckIssuer(cctx, nil, authn.IssuerConfig{Issuer: is.Issuer, Audiences: is.Audiences, RolesClaim: is.RolesClaim, AgentClaim: is.AgentClaim}, login, sample)
+		cancel()
+		for _, f := range fs {
+			mark := "ok"
+			if f.Problem {
+				mark, problems = "!!", problems+1
+			}
+			fmt.Fprintf(stdout, "  %s %s\n", mark, f.Msg)
+		}
+	}
+	if token != "" && !matched {
+		problems++
+		fmt.Fprintf(stdout, "\n  !! the sample token's issuer %q is none of auth.issuers (compare character for character)\n", tokIss)
+	}
+	if problems > 0 {
+		return fmt.Errorf("identity provider check: %d problem(s)", problems)
+	}
+	fmt.Fprintln(stdout, "\nidentity providers: ok")
 	return nil
 }
 
@@ -99,7 +157,7 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "tail":
 		fs := newFlags("audit tail", "audit tail [--subject S] [--agent A] [--tool T] [--decision D] [--since DUR|TIME] [--follow] FILE", stderr)
 		var f audit.Filter
-		fs.StringVar(&f.Subject, "subject", "", "only records of this human (subject)")
+		fs.StringVar(&f.Subject, "subject", "", "only records of this human (subject, or email)")
 		fs.StringVar(&f.Agent, "agent", "", "only records of this agent")
 		fs.StringVar(&f.Tool, "tool", "", "only this tool (a trailing * matches a prefix)")
 		fs.StringVar(&f.Decision, "decision", "", "only this decision: allow, deny, rate_limited or error")

@@ -75,17 +75,21 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, grace time.Duration, ln net.Listener, ready func()) error {
 	start := time.Now()
 	log.Info("starting Harness", "version", version, "environment", cfg.Environment, "public_url", cfg.PublicURL)
-	gw, err := app.Build(ctx, cfg, log, version)
-	if err != nil {
-		return err
-	}
-	defer gw.Close(context.Background())
-
+	// Bind first: a gateway that cannot have its port must not touch the
+	// audit file (Build opens it, locks it and appends a start record).
 	if ln == nil {
+		var err error
 		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 			return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 		}
 	}
+	gw, err := app.Build(ctx, cfg, log, version)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	defer gw.Close(context.Background())
+
 	for _, is := range cfg.Auth.Issuers {
 		log.Info("trusting identity provider", "issuer", is.Issuer, "audiences", strings.Join(is.Audiences, ","), "roles_claim", is.RolesClaim)
 	}

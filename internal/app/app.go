@@ -160,12 +160,12 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		issuers = append(issuers, authn.IssuerConfig{Issuer: is.Issuer, Audiences: is.Audiences, RolesClaim: is.RolesClaim, AgentClaim: is.AgentClaim})
 	}
 	issuers = append(issuers, authn.IssuerConfig{Issuer: cfg.PublicURL, Audiences: []string{cfg.ResourceURL()}, KeySet: keys.AccessTokenKeySet(), Delegation: true})
-	an, err := authn.New(ctx, authn.Config{Issuers: issuers, Logger: log.With("component", "authn")})
+	an, err := authn.New(ctx, authn.Config{Issuers: issuers, Logger: log}) // authn, policy and tools name their component themselves
 	if err != nil {
 		return nil, fmt.Errorf("authentication: %w", err)
 	}
 
-	pol, err := policy.New(ctx, policy.Options{Dir: cfg.Policy.Dir, Query: cfg.Policy.Query, Logger: log.With("component", "policy")})
+	pol, err := policy.New(ctx, policy.Options{Dir: cfg.Policy.Dir, Query: cfg.Policy.Query, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +176,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		log.Info("policy loaded, hot reload on", "dir", cfg.Policy.Dir, "query", cfg.Policy.Query, "revision", pol.Revision())
 	}
 
-	catalog := tools.NewCatalog(CatalogUpstreams(cfg), upstreamClient, log.With("component", "tools"))
+	catalog := tools.NewCatalog(CatalogUpstreams(cfg), upstreamClient, log)
 	app.closers = append(app.closers, func(context.Context) error { catalog.Close(); return nil })
 	if err := catalog.Refresh(ctx); err != nil {
 		if errors.Is(err, tools.ErrNameClash) {
@@ -269,6 +269,10 @@ func buildOAuth(cfg *config.Config, log *slog.Logger, st store.Store, exchange *
 		return nil, fmt.Errorf("public_url: %w", err)
 	}
 	devLoopback := pub.Scheme == "http" && isLoopback(pub.Hostname())
+	stateKey, err := cfg.OAuth.StateKeyBytes()
+	if err != nil {
+		return nil, fmt.Errorf("oauth.state_key: %w", err)
+	}
 	as, err := oauth.New(oauth.Options{
 		Issuer: cfg.PublicURL, Resource: cfg.ResourceURL(),
 		KV: st, Revocations: st, Minter: exchange,
@@ -288,6 +292,9 @@ func buildOAuth(cfg *config.Config, log *slog.Logger, st store.Store, exchange *
 		// A gateway on plain-http loopback is a development gateway: it
 		// accepts client metadata documents served on loopback too.
 		AllowLoopbackHTTPClientIDs: devLoopback,
+		StateKey:                   stateKey,
+		Recheck:                    cfg.OAuth.Recheck.D(),
+		RequestID:                  server.RequestID,
 		Logger:                     log.With("component", "oauth"),
 	})
 	if err != nil {
@@ -295,7 +302,7 @@ func buildOAuth(cfg *config.Config, log *slog.Logger, st store.Store, exchange *
 	}
 	log.Info("oauth: authorization server on; humans sign in at the login issuer",
 		"metadata", cfg.PublicURL+"/.well-known/oauth-authorization-server", "login_issuer", cfg.OAuth.LoginIssuer,
-		"client_id", cfg.OAuth.ClientID, "access_ttl", cfg.OAuth.AccessTTL, "refresh_ttl", cfg.OAuth.RefreshTTL,
+		"client_id", cfg.OAuth.ClientID, "access_ttl", cfg.OAuth.AccessTTL, "refresh_ttl", cfg.OAuth.RefreshTTL, "recheck", cfg.OAuth.Recheck,
 		"my_agents", cfg.PublicURL+"/oauth/agents")
 	return as, nil
 }

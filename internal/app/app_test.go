@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"net/http"
@@ -55,5 +56,37 @@ func TestBuildFailsCleanly(t *testing.T) {
 	a.Server.Handler().ServeHTTP(rec, req)
 	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "upstream:crm") {
 		t.Errorf("readyz = %d %s", rec.Code, rec.Body.String())
+	}
+}
+
+// TestLogComponentsOnce: every log line names its component once (the
+// packages that add their own component are handed the plain logger).
+func TestLogComponentsOnce(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := config.Parse([]byte("auth: {issuers: [{issuer: https://idp.invalid}]}\naudit: {path: "+filepath.Join(dir, "audit.log")+"}\n"+
+		"upstreams: [{name: crm, base_url: http://127.0.0.1:1, openapi: http://127.0.0.1:1/openapi.json}]\n"), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	a, err := Build(context.Background(), cfg, log, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(context.Background())
+	seen := map[string]bool{}
+	for _, line := range strings.Split(buf.String(), "\n") {
+		if n := strings.Count(line, "component="); n > 1 {
+			t.Errorf("component named %d times: %s", n, line)
+		}
+		if _, c, ok := strings.Cut(line, "component="); ok {
+			seen[strings.Fields(c)[0]] = true
+		}
+	}
+	for _, c := range []string{"tools", "keys"} {
+		if !seen[c] {
+			t.Errorf("no log line of %s (the test would prove nothing):\n%s", c, buf.String())
+		}
 	}
 }

@@ -52,6 +52,9 @@ var ErrClosed = errors.New("audit log closed")
 // cannot be continued safely. Run Verify and move the file aside.
 var ErrCorrupt = errors.New("audit log corrupt")
 
+// ErrLocked: another process holds the audit file's lock.
+var ErrLocked = errors.New("audit log in use")
+
 // Config configures Open.
 type Config struct {
 	// Path of the log file; "-" writes to Output (default: standard output),
@@ -180,8 +183,19 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Log, error) {
 // openFile recovers the chain state and opens the file for appending.
 func (l *Log) openFile(ctx context.Context) error {
 	path := l.cfg.Path
+	// The file is opened and locked before anything is read or written: a
+	// second gateway on the same file stops here, the chain untouched.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("opening audit log: %w", err)
+	}
+	if err := lockFile(f); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("opening audit log: %w", err)
+	}
 	st, err := recoverTail(path)
 	if err != nil {
+		_ = f.Close()
 		return fmt.Errorf("opening audit log: %w", err)
 	}
 	switch {
@@ -191,22 +205,21 @@ func (l *Log) openFile(ctx context.Context) error {
 		// Continue the chain of the newest rotated file, if any.
 		rotated, err := rotatedFiles(path)
 		if err != nil {
+			_ = f.Close()
 			return fmt.Errorf("opening audit log: %w", err)
 		}
 		if n := len(rotated); n > 0 {
 			rst, err := recoverTail(rotated[n-1])
 			if err != nil {
+				_ = f.Close()
 				return fmt.Errorf("opening audit log: %w", err)
 			}
 			if rst.last == nil {
+				_ = f.Close()
 				return fmt.Errorf("opening audit log: %w: no complete record in %s", ErrCorrupt, rotated[n-1])
 			}
 			l.seq, l.prev = rst.last.Seq, rst.last.Hash
 		}
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return fmt.Errorf("opening audit log: %w", err)
 	}
 	l.f, l.w, l.size, l.isFile = f, f, st.size, true
 	if st.size == 0 {
@@ -445,6 +458,9 @@ func (l *Log) rotateLocked(ctx context.Context, now time.Time) error {
 		l.fileMu.Unlock()
 		l.err = fmt.Errorf("creating %s after rotation: %w", path, err)
 		return fmt.Errorf("rotating audit log: %w", l.err)
+	}
+	if err := lockFile(f); err != nil { // the lock moves to the new file
+		l.logger.WarnContext(ctx, "locking the new audit file after rotation", "path", path, "error", err)
 	}
 	l.f, l.w, l.size, l.rotatable = f, f, 0, false
 	l.fileMu.Unlock()

@@ -77,6 +77,10 @@ type Record struct {
 	Reason string `json:"reason,omitempty"`
 	// Subject is the human (token sub).
 	Subject string `json:"subject,omitempty"`
+	// Email and Name of the human, when the token has them: a reviewer
+	// recognises a person where an IdP's sub may be opaque.
+	Email string `json:"email,omitempty"`
+	Name  string `json:"name,omitempty"`
 	// Issuer is the issuer of the human's identity.
 	Issuer string `json:"issuer,omitempty"`
 	// Agent is the agent (client) acting for the human.

@@ -31,7 +31,7 @@ func Format(r *Record) string {
 	b.WriteByte(' ')
 	if r.Kind == KindGrant {
 		b.WriteString("GRANT ")
-		b.WriteString(orDash(r.Subject))
+		b.WriteString(who(r))
 		b.WriteString(" → ")
 		b.WriteString(orDash(r.Agent))
 		if r.Reason != "" {
@@ -54,7 +54,7 @@ func Format(r *Record) string {
 	}
 	b.WriteString(strings.ToUpper(sanitize(dec)))
 	b.WriteByte(' ')
-	b.WriteString(orDash(r.Subject))
+	b.WriteString(who(r))
 	if r.Agent != "" {
 		b.WriteString(" via ")
 		b.WriteString(sanitize(r.Agent))
@@ -105,6 +105,25 @@ func formatMS(ms float64) string {
 	}
 }
 
+// who names the human of r: "Name <email> (sub)" with what the record has,
+// or the bare subject.
+func who(r *Record) string {
+	var parts []string
+	if r.Name != "" {
+		parts = append(parts, sanitize(r.Name))
+	}
+	if r.Email != "" {
+		parts = append(parts, "<"+sanitize(r.Email)+">")
+	}
+	if len(parts) == 0 {
+		return orDash(r.Subject)
+	}
+	if r.Subject != "" {
+		parts = append(parts, "("+sanitize(r.Subject)+")")
+	}
+	return strings.Join(parts, " ")
+}
+
 func orDash(s string) string {
 	if s == "" {
 		return "-"
@@ -142,6 +161,8 @@ func unsafeRune(c rune) bool {
 
 // Filter selects records for Show and Tail. Empty fields match anything.
 type Filter struct {
+	// Subject matches the record's subject exactly, or its email
+	// (case-insensitively).
 	Subject string
 	Agent   string
 	// Tool matches exactly, or as a prefix when it ends in "*".
@@ -162,7 +183,7 @@ func (f Filter) Match(r *Record) bool {
 	if !f.Since.IsZero() && r.Time.Before(f.Since) {
 		return false
 	}
-	if f.Subject != "" && r.Subject != f.Subject {
+	if f.Subject != "" && r.Subject != f.Subject && (r.Email == "" || !strings.EqualFold(r.Email, f.Subject)) {
 		return false
 	}
 	if f.Agent != "" && r.Agent != f.Agent {

@@ -37,6 +37,13 @@ func TestFormat(t *testing.T) {
 		{"gap", &Record{Time: at, Kind: KindGap, Reason: "torn write"}, "10:42:07 GAP — torn write"},
 		{"escape sequences", &Record{Time: at, Decision: DecisionDeny, Subject: "eve\x1b[2J", Tool: "x\u202ey", Reason: "a\nb"},
 			`10:42:07 DENY eve\x1b[2J → x\u202ey — a\nb`},
+		{"named human", &Record{Time: at, Decision: DecisionAllow, Subject: "CiQwOGE4Njg0Yi1kYjg4", Email: "alice@acme.example", Name: "Alice Support",
+			Agent: "cursor", Tool: "t"},
+			"10:42:07 ALLOW Alice Support <alice@acme.example> (CiQwOGE4Njg0Yi1kYjg4) via cursor → t"},
+		{"email only, grant", &Record{Time: at, Kind: KindGrant, Subject: "u-1", Email: "bob@acme.example", Agent: "copilot"},
+			"10:42:07 GRANT <bob@acme.example> (u-1) → copilot"},
+		{"escaped name", &Record{Time: at, Decision: DecisionDeny, Subject: "u", Name: "M\x1b[2Jallory", Tool: "t"},
+			`10:42:07 DENY M\x1b[2Jallory (u) → t`},
 		{"nil", nil, ""},
 	}
 	for _, tt := range tests {
@@ -61,6 +68,9 @@ func TestFilterMatch(t *testing.T) {
 		{"empty", Filter{}, r, true},
 		{"subject", Filter{Subject: "alice"}, r, true},
 		{"other subject", Filter{Subject: "bob"}, r, false},
+		{"email", Filter{Subject: "Alice@Acme.example"}, &Record{Time: at, Subject: "u-8f3a", Email: "alice@acme.example"}, true},
+		{"other email", Filter{Subject: "bob@acme.example"}, &Record{Time: at, Subject: "u-8f3a", Email: "alice@acme.example"}, false},
+		{"no email to match", Filter{Subject: ""}, &Record{Time: at, Subject: "u-8f3a"}, true},
 		{"agent", Filter{Agent: "cursor"}, r, false},
 		{"tool exact", Filter{Tool: "crm_get_customer"}, r, true},
 		{"tool prefix", Filter{Tool: "crm_*"}, r, true},

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -69,8 +70,20 @@ func newAuth(t testing.TB, clk *clock, issuers ...IssuerConfig) *Authenticator {
 	return a
 }
 
+// mint signs claims; a token naming no agent gets azp "test-agent" (a
+// token must name its agent).
 func mint(t testing.TB, iss *devissuer.Issuer, claims map[string]any) string {
 	t.Helper()
+	named := false
+	for _, k := range []string{"azp", "client_id", "act", "agent"} {
+		if _, ok := claims[k]; ok {
+			named = true
+		}
+	}
+	if !named {
+		claims = maps.Clone(claims)
+		claims["azp"] = "test-agent"
+	}
 	tok, err := iss.Mint(claims, time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -117,22 +130,22 @@ func TestAuthenticateGood(t *testing.T) {
 			want:   Principal{Subject: "dave", Roles: []string{"ops"}, Agent: "bot", TokenID: "j4"},
 		},
 		{
-			name:   "groups claim and no agent",
+			name:   "groups claim",
 			issuer: iss, cfg: IssuerConfig{Issuer: iss.URL(), Audiences: []string{testAud}, RolesClaim: "groups"},
 			claims: map[string]any{"sub": "erin", "aud": testAud, "groups": []any{"g"}, "roles": []any{"not-used"}, "jti": "j5"},
-			want:   Principal{Subject: "erin", Roles: []string{"g"}, TokenID: "j5"},
+			want:   Principal{Subject: "erin", Roles: []string{"g"}, Agent: "test-agent", TokenID: "j5"},
 		},
 		{
 			name:   "RS256 issuer",
 			issuer: rsa, cfg: IssuerConfig{Issuer: rsa.URL(), Audiences: []string{testAud}},
 			claims: map[string]any{"sub": "frank", "aud": testAud, "jti": "j6"},
-			want:   Principal{Subject: "frank", TokenID: "j6"},
+			want:   Principal{Subject: "frank", Agent: "test-agent", TokenID: "j6"},
 		},
 		{
 			name:   "EdDSA issuer",
 			issuer: ed, cfg: IssuerConfig{Issuer: ed.URL(), Audiences: []string{testAud}},
 			claims: map[string]any{"sub": "gina", "aud": testAud, "jti": "j7"},
-			want:   Principal{Subject: "gina", TokenID: "j7"},
+			want:   Principal{Subject: "gina", Agent: "test-agent", TokenID: "j7"},
 		},
 	}
 	for _, tc := range tests {
@@ -184,7 +197,7 @@ func TestAuthenticateHostile(t *testing.T) {
 	iss := startIssuer(t, clk, devissuer.Options{Audience: testAud})
 	now := clk.Now().Unix()
 	good := func() map[string]any {
-		return map[string]any{"iss": iss.URL(), "sub": "alice", "aud": testAud, "iat": now, "exp": now + 3600}
+		return map[string]any{"iss": iss.URL(), "sub": "alice", "aud": testAud, "iat": now, "exp": now + 3600, "azp": "copilot"}
 	}
 	with := func(k string, v any) map[string]any {
 		c := good()
@@ -487,7 +500,7 @@ func TestCache(t *testing.T) {
 	ks := &countingKeySet{inner: &oidc.StaticKeySet{PublicKeys: iss.PublicKeys()}}
 	a := newAuth(t, clk, IssuerConfig{Issuer: iss.URL(), Audiences: []string{testAud}, KeySet: ks})
 	ctx := context.Background()
-	tok, err := iss.Mint(map[string]any{"sub": "a", "aud": testAud, "roles": []any{"r"}}, time.Minute)
+	tok, err := iss.Mint(map[string]any{"sub": "a", "aud": testAud, "roles": []any{"r"}, "azp": "test-agent"}, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -174,6 +174,24 @@ func ClaimRoles(claims map[string]any, path string) []string {
 	return roles(lookup(claims, path))
 }
 
+// HasClaim reports whether claims hold path (a name, or a dotted path
+// through nested objects).
+func HasClaim(claims map[string]any, path string) bool { return lookup(claims, path) != nil }
+
+// RolesClaimHint says, for a roles claim missing from a token, what usually
+// releases it at the identity provider.
+func RolesClaimHint(claim string) string {
+	switch claim {
+	case "groups":
+		return "request the groups scope (oauth.scopes at Dex and Okta; Okta also needs a groups claim filter), or add a groups claim at the IdP"
+	case "realm_access.roles", "resource_access":
+		return "Keycloak: the roles scope releases it; the realm roles mapper must have \"Add to ID token\" on"
+	case "roles":
+		return "Entra ID: define app roles on the sign-in client's app registration and assign them; elsewhere map the roles into the ID token"
+	}
+	return "map the claim into the ID token at the IdP, and request the scope that releases it (oauth.scopes)"
+}
+
 // lookup returns the claim named path, or follows path as a dotted path
 // through nested objects when no claim has that exact name.
 func lookup(claims map[string]any, path string) any {

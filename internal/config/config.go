@@ -5,6 +5,9 @@
 package config
 
 import (
+	"encoding/base64"
+	"errors"
+	"fmt"
 	"time"
 )
 
@@ -129,12 +132,40 @@ type OAuth struct {
 	RefreshTTL Duration `yaml:"refresh_ttl"`
 	// Scopes are requested from the login issuer at sign-in. Default:
 	// openid, profile, email. Add the scope that releases the roles claim
-	// when the IdP needs one (groups at Dex and Okta).
+	// when the IdP needs one (groups at Dex and Okta). offline_access is
+	// added when the IdP's discovery lists it.
 	Scopes []string `yaml:"scopes"`
+	// StateKey encrypts the IdP's refresh tokens kept with each grant
+	// (AES-256-GCM): 32 bytes, base64 (write it as ${VAR}). Empty: a key
+	// made at start (restarts and other replicas cannot read what it
+	// sealed: those grants sign in again at the next recheck). Never logged.
+	StateKey string `yaml:"state_key"`
+	// Recheck is how old the last check of the human at the IdP may be
+	// when a copilot refreshes: older, the gateway refreshes at the IdP
+	// first (roles and claims renewed; a disabled user loses the grant).
+	// It also caps the life of the access tokens of a grant.
+	Recheck Duration `yaml:"recheck"`
 }
 
 // Enabled reports whether the authorization server is configured.
 func (o OAuth) Enabled() bool { return o.LoginIssuer != "" }
+
+// StateKeyBytes decodes StateKey (standard or URL base64, padded or not);
+// nil when it is empty.
+func (o OAuth) StateKeyBytes() ([]byte, error) {
+	if o.StateKey == "" {
+		return nil, nil
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(o.StateKey); err == nil {
+			if len(b) != 32 {
+				return nil, fmt.Errorf("must decode to 32 bytes, got %d (make one with: openssl rand -base64 32)", len(b))
+			}
+			return b, nil
+		}
+	}
+	return nil, errors.New("is not base64 (make one with: openssl rand -base64 32)")
+}
 
 // RateLimit configures rate limiting.
 type RateLimit struct {
@@ -296,7 +327,7 @@ func Default() Config {
 		Environment: "production",
 		Policy:      Policy{Query: "data.harness.decision"},
 		Delegation:  Delegation{MaxTTL: Duration(15 * time.Minute)},
-		OAuth:       OAuth{AccessTTL: Duration(time.Hour), RefreshTTL: Duration(24 * time.Hour)},
+		OAuth:       OAuth{AccessTTL: Duration(time.Hour), RefreshTTL: Duration(24 * time.Hour), Recheck: Duration(15 * time.Minute)},
 		RateLimit: RateLimit{
 			Default:      Rate{Requests: 60, Per: Duration(time.Minute)},
 			OnError:      "deny",

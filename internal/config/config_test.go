@@ -187,6 +187,47 @@ oauth:
 	}
 }
 
+func TestOAuthStateKeyAndRecheck(t *testing.T) {
+	key := "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=" // 32 bytes
+	tests := []struct {
+		name, extra string
+		want        string // "" = valid
+	}{
+		{"defaults", "", ""},
+		{"key and 1s", "state_key: \"${KEY}\", recheck: 1s", ""},
+		{"short key", "state_key: c2hvcnQ=", "oauth.state_key: must decode to 32 bytes, got 5"},
+		{"not base64", "state_key: 'not base64!'", "oauth.state_key: is not base64"},
+		{"recheck too short", "recheck: 500ms", "oauth.recheck: must be at least 1s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			y := "auth: {issuers: [{issuer: https://i}]}\noauth: {login_issuer: https://i, client_id: h"
+			if tt.extra != "" {
+				y += ", " + tt.extra
+			}
+			cfg, err := Parse([]byte(y+"}"), env(map[string]string{"KEY": key}))
+			if tt.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if b, _ := cfg.OAuth.StateKeyBytes(); tt.extra != "" && len(b) != 32 {
+					t.Errorf("state key = %d bytes", len(b))
+				}
+				if tt.extra == "" && cfg.OAuth.Recheck.D() != 15*time.Minute {
+					t.Errorf("default recheck = %s", cfg.OAuth.Recheck)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "c2hvcnQ") {
+				t.Error("the problem echoes the key")
+			}
+		})
+	}
+}
+
 func TestLoadFile(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "c.yaml")

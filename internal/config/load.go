@@ -722,6 +722,12 @@ func (c *Config) validateOAuth() Problems {
 	} else if o.RefreshTTL < o.AccessTTL {
 		bad("oauth.refresh_ttl", "must not be shorter than oauth.access_ttl (%s)", o.AccessTTL)
 	}
+	if o.Recheck < Duration(time.Second) {
+		bad("oauth.recheck", "must be at least 1s, got %s", o.Recheck)
+	}
+	if _, err := o.StateKeyBytes(); err != nil {
+		bad("oauth.state_key", "%s", err)
+	}
 	if !o.Enabled() {
 		if o.ClientID != "" || o.ClientSecret != "" {
 			bad("oauth.login_issuer", "required when oauth.client_id or oauth.client_secret is set")

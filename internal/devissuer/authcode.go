@@ -23,7 +23,8 @@ import (
 
 // User is a person of the development issuer.
 type User struct {
-	// Subject is the sub claim and the login_hint that selects the user.
+	// Subject is the sub claim and the login_hint that selects the user
+	// (the email selects it too).
 	Subject string
 	// Name and Email fill the name and email claims.
 	Name, Email string
@@ -57,6 +58,10 @@ type authFlow struct {
 	order   []string
 	clients map[string]Client
 	codes   map[string]*pendingCode
+	// disabled users cannot sign in or refresh.
+	disabled map[string]bool
+	// refresh are the live refresh tokens (rotated at every use).
+	refresh map[string]*refreshGrant
 }
 
 type pendingCode struct {
@@ -69,6 +74,8 @@ func (f *authFlow) init() {
 	f.users = map[string]User{}
 	f.clients = map[string]Client{}
 	f.codes = map[string]*pendingCode{}
+	f.disabled = map[string]bool{}
+	f.refresh = map[string]*refreshGrant{}
 }
 
 // AddUser adds (or replaces) a user who can sign in at /authorize.
@@ -208,7 +215,19 @@ func (i *Issuer) authorize(w http.ResponseWriter, r *http.Request) {
 	hint := q.Get("login_hint")
 	i.flow.mu.Lock()
 	u, known := i.flow.users[hint]
+	if !known && hint != "" { // a login_hint may be the email too
+		for _, cand := range i.flow.users {
+			if cand.Email != "" && strings.EqualFold(cand.Email, hint) {
+				u, known = cand, true
+			}
+		}
+	}
+	disabled := i.flow.disabled[u.Subject]
 	i.flow.mu.Unlock()
+	if known && disabled {
+		fail("access_denied", "the user is disabled")
+		return
+	}
 	if !known {
 		params := map[string]string{}
 		for k := range q {
@@ -269,14 +288,18 @@ func (i *Issuer) token(w http.ResponseWriter, r *http.Request) {
 		i.tokenExchange(w, r)
 		return
 	}
-	if f.Get("grant_type") != "authorization_code" {
-		tokenErr(http.StatusBadRequest, "unsupported_grant_type", "only authorization_code and "+GrantTokenExchange)
+	if gt := f.Get("grant_type"); gt != "authorization_code" && (gt != "refresh_token" || i.noRefresh) {
+		tokenErr(http.StatusBadRequest, "unsupported_grant_type", "only authorization_code, refresh_token and "+GrantTokenExchange)
 		return
 	}
 	clientID, secret := clientCredentials(r)
 	c, ok := i.lookupClient(clientID)
 	if !ok || (c.Secret != "" && subtle.ConstantTimeCompare([]byte(c.Secret), []byte(secret)) != 1) {
 		tokenErr(http.StatusUnauthorized, "invalid_client", "unknown client or wrong secret")
+		return
+	}
+	if f.Get("grant_type") == "refresh_token" {
+		i.refreshGrant(w, c, f.Get("refresh_token"))
 		return
 	}
 	i.flow.mu.Lock()
@@ -292,42 +315,65 @@ func (i *Issuer) token(w http.ResponseWriter, r *http.Request) {
 		tokenErr(http.StatusBadRequest, "invalid_grant", "PKCE verification failed")
 		return
 	}
-	claims := maps.Clone(pc.user.Claims)
+	i.flow.mu.Lock()
+	u, known := i.flow.users[pc.user.Subject]
+	disabled := i.flow.disabled[pc.user.Subject]
+	i.flow.mu.Unlock()
+	if !known || disabled {
+		tokenErr(http.StatusBadRequest, "invalid_grant", "the user is disabled")
+		return
+	}
+	i.answerTokens(w, c, u, pc.nonce, pc.scope)
+}
+
+// answerTokens writes a token response for u: an ID token (with nonce when
+// set), an access token and, when scope holds offline_access and the
+// issuer offers it, a new refresh token.
+func (i *Issuer) answerTokens(w http.ResponseWriter, c Client, u User, nonce, scope string) {
+	claims := maps.Clone(u.Claims)
 	if claims == nil {
 		claims = map[string]any{}
 	}
-	claims["sub"] = pc.user.Subject
-	if pc.user.Name != "" {
-		claims["name"] = pc.user.Name
+	claims["sub"] = u.Subject
+	if u.Name != "" {
+		claims["name"] = u.Name
 	}
-	if pc.user.Email != "" {
-		claims["email"] = pc.user.Email
+	if u.Email != "" {
+		claims["email"] = u.Email
 	}
-	if len(pc.user.Roles) > 0 {
-		claims["roles"] = slices.Clone(pc.user.Roles)
+	if len(u.Roles) > 0 {
+		claims["roles"] = slices.Clone(u.Roles)
 	}
 	claims["aud"] = c.ID
 	claims["azp"] = c.ID
 	idClaims := maps.Clone(claims)
-	if pc.nonce != "" {
-		idClaims["nonce"] = pc.nonce
+	if nonce != "" {
+		idClaims["nonce"] = nonce
 	}
 	idClaims["auth_time"] = i.now().Unix()
 	const ttl = time.Hour
 	idToken, err := i.Mint(idClaims, ttl)
 	if err != nil {
-		tokenErr(http.StatusInternalServerError, "server_error", "minting failed")
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "server_error", "error_description": "minting failed"})
 		return
 	}
 	access, err := i.Mint(claims, ttl)
 	if err != nil {
-		tokenErr(http.StatusInternalServerError, "server_error", "minting failed")
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "server_error", "error_description": "minting failed"})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
+	resp := map[string]any{
 		"access_token": access, "token_type": "Bearer", "expires_in": int(ttl / time.Second),
-		"id_token": idToken, "scope": pc.scope,
-	})
+		"id_token": idToken, "scope": scope,
+	}
+	if !i.noRefresh && slices.Contains(strings.Fields(scope), ScopeOfflineAccess) {
+		rt := randomToken()
+		i.flow.mu.Lock()
+		i.flow.refresh[rt] = &refreshGrant{clientID: c.ID, subject: u.Subject, scope: scope}
+		i.flow.mu.Unlock()
+		resp["refresh_token"] = rt
+	}
+	writeJSON(w, http.StatusOK, resp)
 }
 
 // String describes the user for logs and pages.

@@ -69,6 +69,9 @@ type Options struct {
 	Users []User
 	// Clients are the relying parties allowed at /authorize and /token.
 	Clients []Client
+	// NoRefreshTokens hides offline_access from discovery and issues no
+	// refresh tokens, like an IdP that offers none.
+	NoRefreshTokens bool
 }
 
 // key is one signing key and its published identity.
@@ -93,7 +96,8 @@ type Issuer struct {
 	jwksRequests      atomic.Int64
 	discoveryRequests atomic.Int64
 
-	flow authFlow
+	flow      authFlow
+	noRefresh bool
 }
 
 // New returns an Issuer with one freshly generated signing key.
@@ -116,7 +120,7 @@ func New(opts Options) (*Issuer, error) {
 	if now == nil {
 		now = time.Now
 	}
-	i := &Issuer{alg: alg, audience: opts.Audience, now: now, issuer: strings.TrimSuffix(opts.Issuer, "/")}
+	i := &Issuer{alg: alg, audience: opts.Audience, now: now, issuer: strings.TrimSuffix(opts.Issuer, "/"), noRefresh: opts.NoRefreshTokens}
 	i.flow.init()
 	for _, u := range opts.Users {
 		if err := i.AddUser(u); err != nil {
@@ -258,6 +262,10 @@ func (i *Issuer) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	switch rest {
 	case DiscoveryPath:
 		i.discoveryRequests.Add(1)
+		scopes, grants := []string{"openid", "profile", "email"}, []string{"authorization_code", GrantTokenExchange}
+		if !i.noRefresh {
+			scopes, grants = append(scopes, ScopeOfflineAccess), append(grants, "refresh_token")
+		}
 		writeJSON(w, http.StatusOK, map[string]any{
 			"issuer":                                iss,
 			"jwks_uri":                              iss + JWKSPath,
@@ -266,9 +274,9 @@ func (i *Issuer) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			"response_types_supported":              []string{"code"},
 			"subject_types_supported":               []string{"public"},
 			"id_token_signing_alg_values_supported": []string{i.alg},
-			"grant_types_supported":                 []string{"authorization_code", GrantTokenExchange},
+			"grant_types_supported":                 grants,
 			"code_challenge_methods_supported":      []string{"S256"},
-			"scopes_supported":                      []string{"openid", "profile", "email"},
+			"scopes_supported":                      scopes,
 			"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post", "none"},
 		})
 	case JWKSPath:

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,7 +15,6 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/agentharness/harness/delegation"
-	"github.com/agentharness/harness/internal/authn"
 	"github.com/agentharness/harness/internal/store"
 )
 
@@ -46,6 +46,12 @@ type session struct {
 	Human   Human     `json:"human"`
 	CSRF    string    `json:"csrf"`
 	Created time.Time `json:"created"`
+	// IdPRefresh is the login issuer's refresh token from this sign-in,
+	// sealed. It goes to the first grant approved in this session; a
+	// second approval signs in again for a refresh token of its own.
+	IdPRefresh string `json:"idp_refresh,omitempty"`
+	// RefreshSpent: IdPRefresh went to a grant.
+	RefreshSpent bool `json:"refresh_spent,omitempty"`
 }
 
 // errorRedirect sends the client an RFC 6749 §4.1.2.1 error (with RFC 9207 iss).
@@ -155,6 +161,8 @@ type provider struct {
 	p        *oidc.Provider
 	verifier *oidc.IDTokenVerifier
 	config   oauth2.Config
+	// offline: offline_access is requested (the issuer offers it).
+	offline bool
 }
 
 // loginProvider discovers the login issuer once (retrying after failures).
@@ -170,14 +178,26 @@ func (s *Server) loginProvider(ctx context.Context) (*provider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("discovery of the login issuer: %w", err)
 	}
+	// offline_access is asked for when the issuer lists it: its refresh
+	// token lets the gateway re-check the human (see recheck).
+	var disc struct {
+		ScopesSupported []string `json:"scopes_supported"`
+	}
+	_ = p.Claims(&disc)
+	scopes := slices.Clone(s.o.Login.Scopes)
+	if slices.Contains(disc.ScopesSupported, scopeOfflineAccess) && !slices.Contains(scopes, scopeOfflineAccess) {
+		scopes = append(scopes, scopeOfflineAccess)
+	}
 	s.provider = &provider{
 		p:        p,
 		verifier: p.VerifierContext(oidc.ClientContext(context.Background(), s.o.HTTPClient), &oidc.Config{ClientID: s.o.Login.ClientID}),
 		config: oauth2.Config{
 			ClientID: s.o.Login.ClientID, ClientSecret: s.o.Login.ClientSecret,
-			Endpoint: p.Endpoint(), RedirectURL: s.o.Issuer + "/oauth/callback", Scopes: s.o.Login.Scopes,
+			Endpoint: p.Endpoint(), RedirectURL: s.o.Issuer + "/oauth/callback", Scopes: scopes,
 		},
+		offline: slices.Contains(scopes, scopeOfflineAccess),
 	}
+	s.log.Info("oauth: login issuer discovered", "issuer", s.o.Login.Issuer, "scopes", strings.Join(scopes, " "), "refresh_tokens", s.provider.offline)
 	return s.provider, nil
 }
 
@@ -248,31 +268,29 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	tok, err := p.config.Exchange(xctx, q.Get("code"), oauth2.VerifierOption(ls.Verifier))
 	if err != nil {
-		s.log.WarnContext(ctx, "oauth: code exchange at the login issuer failed", "err", err)
-		s.errorPage(w, r, http.StatusBadGateway, "Sign-in could not be completed", "Your company's sign-in service did not confirm the sign-in.")
+		s.signInFailed(w, r, ls, exchangeCause(err), err)
 		return
 	}
 	rawID, _ := tok.Extra("id_token").(string)
 	idt, err := p.verifier.Verify(xctx, rawID)
-	if err != nil || subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(ls.Nonce)) != 1 {
-		s.log.WarnContext(ctx, "oauth: ID token refused", "err", err)
-		s.errorPage(w, r, http.StatusBadGateway, "Sign-in could not be completed", "The identity token from your company's sign-in service could not be verified.")
+	if err == nil && subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(ls.Nonce)) != 1 {
+		err = errors.New("the nonce of the ID token differs from the sign-in's")
+	}
+	if err != nil {
+		s.signInFailed(w, r, ls, idTokenCause(err), err)
 		return
 	}
-	var claims map[string]any
-	if err := idt.Claims(&claims); err != nil {
-		s.errorPage(w, r, http.StatusBadGateway, "Sign-in could not be completed", "The identity token is malformed.")
+	h, err := s.humanFrom(ctx, idt)
+	if err != nil {
+		s.signInFailed(w, r, ls, "The identity token from your identity provider is malformed.", err)
 		return
 	}
-	h := Human{Issuer: idt.Issuer, Subject: idt.Subject, Roles: authn.ClaimRoles(claims, s.o.Login.RolesClaim), Claims: claims}
-	h.Email, _ = claims["email"].(string)
-	h.Name, _ = claims["name"].(string)
-	if err := s.newSession(w, r, h); err != nil {
+	if err := s.newSession(w, r, h, s.setRefresh(h, tok.RefreshToken)); err != nil {
 		s.log.ErrorContext(ctx, "oauth: storing a session failed", "err", err)
 		s.errorPage(w, r, http.StatusServiceUnavailable, "Try again shortly", "Harness cannot reach its state store.")
 		return
 	}
-	s.log.InfoContext(ctx, "oauth: human signed in", "subject", h.Subject, "issuer", h.Issuer)
+	s.log.InfoContext(ctx, "oauth: human signed in", "subject", h.Subject, "email", h.Email, "name", h.Name, "issuer", h.Issuer, "roles", h.Roles, "refresh_token", tok.RefreshToken != "")
 	if ls.RequestID != "" {
 		http.Redirect(w, r, "/oauth/consent?request="+url.QueryEscape(ls.RequestID), http.StatusSeeOther)
 		return
@@ -321,9 +339,17 @@ func (s *Server) clearCookie(w http.ResponseWriter, base string) {
 	})
 }
 
-func (s *Server) newSession(w http.ResponseWriter, r *http.Request, h Human) error {
+// setRefresh seals the login issuer's refresh token rt for h ("" stays "").
+func (s *Server) setRefresh(h Human, rt string) string {
+	if rt == "" {
+		return ""
+	}
+	return s.sealer.seal(rt, refreshAD(h))
+}
+
+func (s *Server) newSession(w http.ResponseWriter, r *http.Request, h Human, idpRefresh string) error {
 	id := randomString(32)
-	ss := session{Human: h, CSRF: randomString(24), Created: s.now().UTC()}
+	ss := session{Human: h, CSRF: randomString(24), Created: s.now().UTC(), IdPRefresh: idpRefresh}
 	if err := s.putJSON(r.Context(), "oauth:session:"+hashKey(id), ss, sessionTTL); err != nil {
 		return err
 	}
@@ -343,6 +369,28 @@ func (s *Server) currentSession(r *http.Request) (*session, bool) {
 		return nil, false
 	}
 	return &ss, true
+}
+
+// spendRefresh hands the session's IdP refresh token to a grant: it is
+// returned once, and the session remembers it was spent.
+func (s *Server) spendRefresh(r *http.Request, ss *session) string {
+	rt := ss.IdPRefresh
+	if rt == "" {
+		return ""
+	}
+	c, err := r.Cookie(s.cookieName(sessionCookie))
+	if err != nil {
+		return ""
+	}
+	ss.IdPRefresh, ss.RefreshSpent = "", true
+	left := sessionTTL - s.now().Sub(ss.Created)
+	if left < time.Second {
+		return rt
+	}
+	if err := s.putJSON(r.Context(), "oauth:session:"+hashKey(c.Value), ss, left); err != nil {
+		s.log.WarnContext(r.Context(), "oauth: updating a session failed", "err", err)
+	}
+	return rt
 }
 
 // checkCSRF verifies the form's csrf token against the session's, and the

@@ -64,6 +64,9 @@ type Human struct {
 	Name    string         `json:"name,omitempty"`
 	Roles   []string       `json:"roles,omitempty"`
 	Claims  map[string]any `json:"claims,omitempty"`
+	// NoRolesClaim: the ID token had no roles claim at all (as opposed
+	// to an empty one): the consent page says so.
+	NoRolesClaim bool `json:"no_roles_claim,omitempty"`
 }
 
 // Display is the most readable name of h.
@@ -139,8 +142,18 @@ type Options struct {
 	// DEVELOPMENT AND TESTS: the gateway turns it on only when its own
 	// public_url is plain http on loopback.
 	AllowLoopbackHTTPClientIDs bool
-	Logger                     *slog.Logger
-	Now                        func() time.Time
+	// StateKey (32 bytes) encrypts the IdP refresh tokens kept with the
+	// grants. Nil: a key made by New, logged as ephemeral (grants sealed
+	// under it sign in again after a restart or on another replica).
+	StateKey []byte
+	// Recheck (default 15m) is how old the last check of the human at the
+	// login issuer may be when a copilot refreshes; older, the gateway
+	// refreshes at the issuer first. It caps the life of access tokens too.
+	Recheck time.Duration
+	// RequestID returns the id of the request in ctx, shown on error pages.
+	RequestID func(context.Context) string
+	Logger    *slog.Logger
+	Now       func() time.Time
 }
 
 // Lifetimes of the short-lived state.
@@ -174,6 +187,7 @@ type Server struct {
 	provider  *provider
 	indexMu   sync.Mutex
 	issuerURL *url.URL
+	sealer    *sealer
 }
 
 // New checks o and returns the server; it does no network work (the login
@@ -219,7 +233,22 @@ func New(o Options) (*Server, error) {
 	if o.Pending == nil {
 		o.Pending = o.KV
 	}
-	s := &Server{o: o, log: o.Logger, https: u.Scheme == "https", issuerURL: u}
+	if o.Recheck <= 0 {
+		o.Recheck = 15 * time.Minute
+	}
+	key := o.StateKey
+	if key == nil {
+		key = make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, fmt.Errorf("oauth: making a state key: %w", err)
+		}
+		o.Logger.Warn("oauth: no oauth.state_key: the IdP refresh tokens kept with grants are sealed with a key made at start; after a restart, or on another replica, those grants sign in again at their next recheck (set oauth.state_key: a base64 32-byte ${VAR})")
+	}
+	sl, err := newSealer(key)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{o: o, log: o.Logger, https: u.Scheme == "https", issuerURL: u, sealer: sl}
 	s.cimd = newMetadataClient(o.AllowLoopbackHTTPClientIDs, nil)
 	return s, nil
 }
@@ -366,3 +395,21 @@ func isLoopbackHost(h string) bool {
 }
 
 func (s *Server) now() time.Time { return s.o.Now() }
+
+// accessTTL is the life of an access token: oauth.access_ttl, capped by
+// the recheck interval (but not below a minute, which would only make
+// copilots refresh in a loop) so that a change at the IdP reaches the
+// copilot within Recheck: it must refresh to keep going.
+func (s *Server) accessTTL() time.Duration {
+	return min(s.o.AccessTTL, max(s.o.Recheck, minAccessTTL))
+}
+
+// minAccessTTL is the floor of the recheck cap on access tokens.
+const minAccessTTL = time.Minute
+
+func (s *Server) requestID(ctx context.Context) string {
+	if s.o.RequestID == nil {
+		return ""
+	}
+	return s.o.RequestID(ctx)
+}

@@ -108,7 +108,7 @@ func grantFor(t *testing.T, s *Server, verifier string) map[string]any {
 	code := "code-" + randomString(8)
 	cr := codeRecord{
 		Human: Human{Issuer: "https://idp.example", Subject: "alice"}, ClientID: "hc_1", RedirectURI: "http://127.0.0.1:5/cb",
-		Challenge: oauth2.S256ChallengeFromVerifier(verifier), Resource: "https://gw.example/mcp", Scopes: []string{"tool:*"}, ConsentAt: time.Now(),
+		Challenge: oauth2.S256ChallengeFromVerifier(verifier), Resource: "https://gw.example/mcp", Scopes: []string{"tool:*"}, ConsentAt: time.Now(), CheckedAt: time.Now(),
 	}
 	if err := s.putJSON(context.Background(), "oauth:code:"+hashKey(code), cr, codeTTL); err != nil {
 		t.Fatal(err)

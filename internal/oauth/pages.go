@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/agentharness/harness/internal/authn"
 )
 
 //go:embed assets/harness.css
@@ -130,6 +132,14 @@ func (s *Server) consentPage(w http.ResponseWriter, r *http.Request) {
 		s.startLogin(w, r, loginState{RequestID: rid}, "")
 		return
 	}
+	if ss.RefreshSpent {
+		// A session whose IdP refresh token went to an earlier grant signs
+		// in again (seamless while the IdP session lives; the human is
+		// named as the login_hint), so that this grant gets a refresh
+		// token of its own: two grants never share a rotating IdP token.
+		s.startLogin(w, r, loginState{RequestID: rid}, displayName(ss.Human.Email, ss.Human.Subject))
+		return
+	}
 	ts, err := s.tools(ctx, ss.Human, ar.ClientID, ar.Scopes)
 	if err != nil {
 		s.log.WarnContext(ctx, "oauth: listing tools for consent failed", "err", err)
@@ -150,8 +160,10 @@ func (s *Server) consentPage(w http.ResponseWriter, r *http.Request) {
 		"Groups":       groupTools(ts),
 		"ToolCount":    len(ts),
 		"ListError":    err != nil,
-		"AccessTTL":    s.o.AccessTTL,
+		"AccessTTL":    s.accessTTL(),
 		"RefreshTTL":   s.o.RefreshTTL,
+		"RolesClaim":   s.o.Login.RolesClaim,
+		"RolesHint":    authn.RolesClaimHint(s.o.Login.RolesClaim),
 		"Until":        now.Add(s.o.RefreshTTL),
 		"Resource":     ar.Resource,
 	})
@@ -215,6 +227,7 @@ func (s *Server) consentDecision(w http.ResponseWriter, r *http.Request) {
 	cr := codeRecord{
 		Human: ss.Human, ClientID: ar.ClientID, ClientName: ar.ClientName, RedirectURI: ar.RedirectURI,
 		Challenge: ar.Challenge, Resource: ar.Resource, Scopes: ar.Scopes, ConsentAt: s.now().UTC(),
+		IdPRefresh: s.spendRefresh(r, ss), CheckedAt: ss.Created,
 	}
 	if err := s.putJSON(ctx, "oauth:code:"+hashKey(code), cr, codeTTL); err != nil {
 		s.log.ErrorContext(ctx, "oauth: storing a code failed", "err", err)

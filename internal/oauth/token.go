@@ -29,6 +29,10 @@ type codeRecord struct {
 	Resource    string    `json:"resource"`
 	Scopes      []string  `json:"scopes"`
 	ConsentAt   time.Time `json:"consent_at"`
+	// IdPRefresh is the login issuer's refresh token, sealed; CheckedAt
+	// when the human was last confirmed there.
+	IdPRefresh string    `json:"idp_refresh,omitempty"`
+	CheckedAt  time.Time `json:"checked_at"`
 }
 
 // Grant is one approval: a human let a client use some tools until Expires.
@@ -46,6 +50,12 @@ type Grant struct {
 	LastUsed   time.Time  `json:"last_used"`
 	Refresh    string     `json:"refresh"` // hash of the current refresh token
 	Tokens     []tokenRef `json:"tokens"`  // access tokens still alive
+	// IdPRefresh is the login issuer's refresh token for the human, sealed
+	// (AES-GCM under oauth.state_key); empty when the issuer gave none.
+	IdPRefresh string `json:"idp_refresh,omitempty"`
+	// CheckedAt is when the human was last confirmed at the login issuer
+	// (sign-in or refresh there); Human's roles and claims are from then.
+	CheckedAt time.Time `json:"checked_at"`
 }
 
 type tokenRef struct {
@@ -206,6 +216,7 @@ func (s *Server) redeemCode(ctx context.Context, f url.Values) (map[string]any, 
 		ID: gid, Human: cr.Human, ClientID: cr.ClientID, ClientName: cr.ClientName,
 		Redirect: redirectHost(cr.RedirectURI), Scopes: cr.Scopes,
 		Created: cr.ConsentAt, Expires: cr.ConsentAt.Add(s.o.RefreshTTL),
+		IdPRefresh: cr.IdPRefresh, CheckedAt: cr.CheckedAt,
 	}
 	if !g.Expires.After(now.Add(time.Second)) {
 		return nil, terr("invalid_grant", "the approval has expired")
@@ -223,7 +234,7 @@ func (s *Server) redeemCode(ctx context.Context, f url.Values) (map[string]any, 
 // issue mints an access token and a new refresh token under g and stores g.
 func (s *Server) issue(ctx context.Context, g *Grant, scopes []string) (map[string]any, error) {
 	now := s.now()
-	ttl := min(s.o.AccessTTL, g.Expires.Sub(now))
+	ttl := min(s.accessTTL(), g.Expires.Sub(now))
 	if ttl < time.Second {
 		return nil, terr("invalid_grant", "the approval has expired")
 	}
@@ -317,7 +328,24 @@ func (s *Server) refresh(ctx context.Context, f url.Values) (map[string]any, err
 		}
 		scopes = req
 	}
-	return s.issue(ctx, &g, scopes)
+	if s.now().Sub(g.CheckedAt) >= s.o.Recheck {
+		why, err := s.recheck(ctx, &g)
+		switch {
+		case why != "":
+			s.log.InfoContext(ctx, "oauth: refresh refused after the re-check at the identity provider", "grant", g.ID, "subject", g.Human.Subject, "email", g.Human.Email, "reason", why)
+			if err := s.revokeGrant(ctx, g.ID, why); err != nil {
+				return nil, unavailable(err)
+			}
+			return nil, terr("invalid_grant", why)
+		case err != nil:
+			// The IdP could not be asked: nothing is issued on stale roles,
+			// the refresh token is put back for a later try.
+			_ = s.putJSON(ctx, "oauth:refresh:"+rh, rr, max(g.Expires.Sub(s.now()), time.Second))
+			_ = s.o.KV.Delete(ctx, "oauth:refresh-used:"+rh)
+			return nil, err
+		}
+	}
+	return s.issue(delegation.WithGrant(ctx, "refresh_token"), &g, scopes)
 }
 
 // revokeGrant ends a grant: a tombstone, every live access token's jti

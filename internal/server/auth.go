@@ -90,6 +90,12 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		if err == nil {
 			err = s.checkRevoked(actx, p)
 		}
+		if err == nil && p.Agent == "" {
+			// A token naming no agent could only be audited as nobody's:
+			// typically an ID token issued to the gateway's own sign-in
+			// client (aud = its client id, no azp). Refused, never "unknown".
+			err = fmt.Errorf("%w: %s", authn.ErrInvalidToken, errNoAgent)
+		}
 		end()
 		if err != nil {
 			if errors.Is(err, authn.ErrUnavailable) {
@@ -113,6 +119,9 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
+
+// errNoAgent is why a token that names no agent is refused at /mcp.
+const errNoAgent = "the token names no agent (no azp or client_id claim, nor the issuer's agent_claim): get a token issued to the agent's own client, or set auth.issuers[].agent_claim"
 
 // safeReason is the part of a verification error a caller may see. authn
 // errors never contain the token; the prefix is dropped for brevity.

@@ -231,7 +231,7 @@ func (s *Server) RecordGrant(ctx context.Context, iss delegation.Issued) error {
 	}
 	rec := &audit.Record{
 		Kind: audit.KindGrant, Action: "delegate", Decision: decAllow, Reason: reason,
-		Subject: iss.Subject, Issuer: iss.SubjectIssuer, Agent: iss.Agent,
+		Subject: iss.Subject, Email: iss.Email, Name: iss.Name, Issuer: iss.SubjectIssuer, Agent: iss.Agent,
 		Delegation: iss.ID, Environment: s.cfg.Environment,
 	}
 	err := s.audit.Write(ctx, rec)

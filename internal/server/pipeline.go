@@ -64,6 +64,7 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 	}
 	p := c.p
 	c.rec.Subject, c.rec.Issuer, c.rec.Agent = p.Subject, humanIssuer(p), p.Agent
+	c.rec.Email, c.rec.Name = p.Email, p.Name
 	if p.Delegation != nil {
 		c.rec.Delegation = p.Delegation.ID
 	}
@@ -253,6 +254,7 @@ func (s *Server) auditUnknownTool(ctx context.Context, _ any, method mcp.MCPMeth
 	c.refused = true
 	if c.p != nil {
 		c.rec.Subject, c.rec.Issuer, c.rec.Agent = c.p.Subject, humanIssuer(c.p), c.p.Agent
+		c.rec.Email, c.rec.Name = c.p.Email, c.p.Name
 		if c.p.Delegation != nil {
 			c.rec.Delegation = c.p.Delegation.ID
 		}

@@ -180,6 +180,7 @@ func New(o Options) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	s.log = slog.New(principalAttrs{s.log.Handler()})
 	if s.client == nil {
 		s.client = &http.Client{}
 	}

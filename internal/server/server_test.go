@@ -121,6 +121,9 @@ type fixtureOpts struct {
 var principals = fakeAuthn{
 	"alice": {Issuer: "https://idp.test", Subject: "alice", Roles: []string{"support"}, Agent: "copilot", Claims: map[string]any{"tenant": "acme"}},
 	"bob":   {Issuer: "https://idp.test", Subject: "bob", Roles: []string{"admin"}, Agent: "copilot", Claims: map[string]any{}},
+	// noagent's token names no agent (an ID token of the gateway's own
+	// sign-in client looks like this).
+	"noagent": {Issuer: "https://idp.test", Subject: "carol", Roles: []string{"admin"}, Claims: map[string]any{}},
 	"deleg": {Issuer: "http://gw.test", Subject: "bob", Roles: []string{"admin"}, Agent: "agent-42", Claims: map[string]any{},
 		Delegation: &authn.Delegation{ID: "d-1", Scopes: []string{"tool:crm_get_*"}, ExpiresAt: time.Now().Add(time.Hour)}},
 	// bob again, through agents he chose: his own token as the actor, a
@@ -480,6 +483,23 @@ func TestUnauthenticated(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusRequestEntityTooLarge {
 		t.Errorf("oversized body: %d", resp.StatusCode)
+	}
+}
+
+// TestTokenWithoutAgentRefused: a token that names no agent is refused at
+// /mcp with a reason that says so (it could only be audited as nobody's).
+func TestTokenWithoutAgentRefused(t *testing.T) {
+	f := newFixture(t, fixtureOpts{})
+	req, _ := http.NewRequest(http.MethodPost, f.url+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
+	req.Header.Set("Authorization", "Bearer noagent")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if wa := resp.Header.Get("WWW-Authenticate"); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(wa, "names no agent") || !strings.Contains(wa, `error="invalid_token"`) {
+		t.Errorf("token without agent: %d %q", resp.StatusCode, wa)
 	}
 }
 
