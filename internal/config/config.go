@@ -39,6 +39,8 @@ type Config struct {
 	Audit Audit `yaml:"audit"`
 	// Telemetry configures OpenTelemetry export.
 	Telemetry Telemetry `yaml:"telemetry"`
+	// CORS lets browser-based MCP clients on other origins call /mcp.
+	CORS CORS `yaml:"cors"`
 }
 
 // Auth is the inbound authentication configuration.

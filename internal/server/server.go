@@ -140,14 +140,17 @@ func New(o Options) (*Server, error) {
 	s.syncTools()
 
 	mux := http.NewServeMux()
-	mcpChain := chain(mcpHandler, s.recoverer, requestID, s.accessLog, limitBody, s.authenticate, s.bindSession)
+	// rpcErrors gives every /mcp error the JSON-RPC shape; corsMCP answers
+	// preflights before authentication; edge adapts real clients' requests
+	// to mcp-go (edge.go).
+	mcpChain := chain(mcpHandler, s.recoverer, requestID, rpcErrors, s.corsMCP, s.accessLog, limitBody, s.authenticate, s.bindSession, s.edge)
 	if o.WrapMCP != nil {
 		mcpChain = o.WrapMCP(mcpChain)
 	}
 	mux.Handle("/mcp", mcpChain)
-	prm := s.protectedResourceMetadata()
-	mux.Handle("GET /.well-known/oauth-protected-resource", prm)
-	mux.Handle("GET /.well-known/oauth-protected-resource/mcp", prm)
+	prm := chain(corsPublic(s.protectedResourceMetadata()), requestID)
+	mux.Handle("/.well-known/oauth-protected-resource", prm)
+	mux.Handle("/.well-known/oauth-protected-resource/mcp", prm)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintln(w, `{"status":"ok"}`)
