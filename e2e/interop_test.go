@@ -189,13 +189,22 @@ func npmVersion(t *testing.T, pkg string) string {
 	return p.Version
 }
 
+// interopRows is the number of rows of the full table.
+const interopRows = 8
+
 func TestInterop(t *testing.T) {
 	s := startInterop(t)
 	table := &compatTable{}
 	t.Run("ts-sdk-1.x-bearer", func(t *testing.T) { interopTSSDK1Bearer(t, s, table) })
 	t.Run("ts-sdk-1.x-oauth", func(t *testing.T) { interopTSSDK1OAuth(t, s, table) })
+	t.Run("ts-client-2.x", func(t *testing.T) { interopTSClient2(t, s, table) })
 	t.Run("go-sdk", func(t *testing.T) { interopGoSDK(t, s, table) })
-	if !t.Failed() {
+	t.Run("inspector-cli", func(t *testing.T) { interopInspector(t, s, table) })
+	switch n := len(table.rows); {
+	case t.Failed():
+	case n < interopRows: // -run chose some clients only
+		t.Logf("compatibility table not checked: %d of %d clients ran", n, interopRows)
+	default:
 		checkCompatTable(t, table.markdown())
 	}
 }
@@ -449,6 +458,99 @@ func interopGoSDK(t *testing.T, s *interopStack, table *compatTable) {
 				label += ", pinned to " + pin
 			}
 			table.add(compatRow{30 + i, label, version, rev, checked})
+		})
+	}
+}
+
+func interopTSClient2(t *testing.T, s *interopStack, table *compatTable) {
+	for i, tc := range []struct{ mode, want string }{{"auto", "2026-07-28"}, {"legacy", ""}} {
+		t.Run(tc.mode, func(t *testing.T) {
+			var out struct {
+				ProtocolVersion string
+				SessionID       string
+				Tools           []string
+				Allowed, Denied struct {
+					IsError bool
+					Text    string
+				}
+			}
+			runNode(t, &out, "ts-client2.mjs", s.gw.URL+"/mcp", s.token(t), tc.mode)
+			modern := out.ProtocolVersion == "2026-07-28"
+			if tc.want != "" && out.ProtocolVersion != tc.want || tc.want == "" && (modern || out.SessionID == "") {
+				t.Errorf("%s: negotiated %q (session %q)", tc.mode, out.ProtocolVersion, out.SessionID)
+			}
+			if !slices.Equal(out.Tools, []string{"crm_create_ticket", "crm_get_customer"}) {
+				t.Errorf("tools: %v", out.Tools)
+			}
+			if out.Allowed.IsError || !strings.Contains(out.Allowed.Text, "c-2") || !out.Denied.IsError || !strings.HasPrefix(out.Denied.Text, "denied: ") {
+				t.Errorf("calls: %+v", out)
+			}
+			table.add(compatRow{20 + i, "TypeScript client 2.x `" + tc.mode + "` mode", npmVersion(t, "@modelcontextprotocol/client"), out.ProtocolVersion,
+				"connect, tools/list, call (allowed, denied)"})
+		})
+	}
+}
+
+// inspector runs the MCP Inspector CLI (pinned Node 22: it needs ≥ 22.19)
+// with a bearer header and decodes its JSON result.
+func (s *interopStack) inspector(t *testing.T, era string, out any, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	a := append([]string{npmtest.Bin(t, "mcp-inspector"), "--cli", s.gw.URL + "/mcp", "--transport", "http", "--protocol-era", era,
+		"--header", "Authorization: Bearer " + s.token(t), "--format", "json"}, args...)
+	cmd := exec.CommandContext(ctx, npmtest.Node(t), a...)
+	cmd.Env = append(npmtest.Env(t), "HOME="+t.TempDir()) // its catalog stays in the test's folder
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	b, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("inspector %s %v: %v\n%s\n%s", era, args, err, b, stderr.String())
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		t.Fatalf("inspector %s %v: not JSON (%v): %s", era, args, err, b)
+	}
+}
+
+func interopInspector(t *testing.T, s *interopStack, table *compatTable) {
+	for i, era := range []string{"legacy", "modern"} {
+		t.Run(era, func(t *testing.T) {
+			var list struct {
+				Result struct {
+					Tools []struct{ Name string }
+				}
+			}
+			// --strict: exit 6 on any error-severity tool-schema problem.
+			s.inspector(t, era, &list, "--method", "tools/list", "--strict")
+			var names []string
+			for _, tl := range list.Result.Tools {
+				names = append(names, tl.Name)
+			}
+			slices.Sort(names)
+			if !slices.Equal(names, []string{"crm_create_ticket", "crm_get_customer"}) {
+				t.Errorf("tools: %v", names)
+			}
+			var call struct {
+				Result struct {
+					Meta    map[string]any `json:"_meta"`
+					IsError bool
+					Content []struct{ Text string }
+				}
+			}
+			s.inspector(t, era, &call, "--method", "tools/call", "--tool-name", "crm_get_customer", "--tool-arg", "id=c-5")
+			if call.Result.IsError || len(call.Result.Content) == 0 || !strings.Contains(call.Result.Content[0].Text, "c-5") {
+				t.Errorf("call: %+v", call.Result)
+			}
+			// 2026-07-28 results carry the server's identity in _meta.
+			revision := "session era (2025-xx, `--protocol-era legacy`)"
+			if _, modern := call.Result.Meta["io.modelcontextprotocol/serverInfo"]; modern {
+				revision = "2026-07-28"
+			}
+			if (era == "modern") != (revision == "2026-07-28") {
+				t.Errorf("--protocol-era %s answered as %s", era, revision)
+			}
+			table.add(compatRow{40 + i, "MCP Inspector CLI `--protocol-era " + era + "`", npmVersion(t, "@modelcontextprotocol/inspector"), revision,
+				"tools/list `--strict` (no schema problem), tools/call"})
 		})
 	}
 }
