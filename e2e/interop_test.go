@@ -18,6 +18,9 @@ import (
 	"testing"
 	"time"
 
+	mcpclient "github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
+	mcpgo "github.com/mark3labs/mcp-go/mcp"
 	gosdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/agentharness/harness/internal/devissuer"
@@ -190,7 +193,7 @@ func npmVersion(t *testing.T, pkg string) string {
 }
 
 // interopRows is the number of rows of the full table.
-const interopRows = 8
+const interopRows = 9
 
 func TestInterop(t *testing.T) {
 	s := startInterop(t)
@@ -200,6 +203,7 @@ func TestInterop(t *testing.T) {
 	t.Run("ts-client-2.x", func(t *testing.T) { interopTSClient2(t, s, table) })
 	t.Run("go-sdk", func(t *testing.T) { interopGoSDK(t, s, table) })
 	t.Run("inspector-cli", func(t *testing.T) { interopInspector(t, s, table) })
+	t.Run("mcp-remote", func(t *testing.T) { interopMCPRemote(t, s, table) })
 	switch n := len(table.rows); {
 	case t.Failed():
 	case n < interopRows: // -run chose some clients only
@@ -553,4 +557,42 @@ func interopInspector(t *testing.T, s *interopStack, table *compatTable) {
 				"tools/list `--strict` (no schema problem), tools/call"})
 		})
 	}
+}
+
+// interopMCPRemote runs mcp-remote, the stdio bridge Claude Desktop uses,
+// exactly as docs/clients.md configures it (token in the environment,
+// --transport http-only), and speaks MCP to it over stdio.
+func interopMCPRemote(t *testing.T, s *interopStack, table *compatTable) {
+	env := append(npmtest.Env(t), "HOME="+t.TempDir(), "HARNESS_AUTH=Bearer "+s.token(t))
+	tr := transport.NewStdioWithOptions(npmtest.Node(t), env,
+		[]string{npmtest.Bin(t, "mcp-remote"), s.gw.URL + "/mcp", "--transport", "http-only", "--header", "Authorization:${HARNESS_AUTH}"})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := tr.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c := mcpclient.NewClient(tr, mcpclient.WithProtocolVersion("2025-06-18"))
+	t.Cleanup(func() { _ = c.Close() })
+	req := mcpgo.InitializeRequest{}
+	req.Params.ClientInfo = mcpgo.Implementation{Name: "claude-desktop-like", Version: "1"}
+	req.Params.ProtocolVersion = "2025-06-18"
+	init, err := c.Initialize(ctx, req)
+	if err != nil {
+		stderr, _ := mcpclient.GetStderr(c)
+		b, _ := io.ReadAll(stderr)
+		t.Fatalf("initialize through mcp-remote: %v\n%s", err, b)
+	}
+	names := listNames(t, c)
+	slices.Sort(names)
+	if !slices.Equal(names, []string{"crm_create_ticket", "crm_get_customer"}) {
+		t.Errorf("tools: %v", names)
+	}
+	if res := callTool(t, c, "crm_get_customer", map[string]any{"id": "c-6"}); res.IsError || !strings.Contains(resultText(res), "c-6") {
+		t.Errorf("allowed call: %s", resultText(res))
+	}
+	if res := callTool(t, c, "crm_delete_customer", map[string]any{"id": "c-6"}); !res.IsError || !strings.HasPrefix(resultText(res), "denied: ") {
+		t.Errorf("denied call: %s", resultText(res))
+	}
+	table.add(compatRow{50, "mcp-remote (Claude Desktop's bridge), stdio, `--header`", npmVersion(t, "mcp-remote"), init.ProtocolVersion,
+		"initialize, tools/list, call (allowed, denied) with the config of this page"})
 }
