@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -22,6 +23,8 @@ import (
 	"github.com/mark3labs/mcp-go/client/transport"
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 	gosdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/chromedp/chromedp"
 
 	"github.com/agentharness/harness/internal/devissuer"
 	"github.com/agentharness/harness/internal/npmtest"
@@ -193,10 +196,15 @@ func npmVersion(t *testing.T, pkg string) string {
 }
 
 // interopRows is the number of rows of the full table.
-const interopRows = 9
+const interopRows = 10
 
 func TestInterop(t *testing.T) {
-	s := startInterop(t)
+	// The page of the browser client is served from its own origin, which
+	// the gateway lists in cors.allowed_origins.
+	pageDir := t.TempDir()
+	page := httptest.NewServer(http.FileServer(http.Dir(pageDir)))
+	t.Cleanup(page.Close)
+	s := startInterop(t, page.URL)
 	table := &compatTable{}
 	t.Run("ts-sdk-1.x-bearer", func(t *testing.T) { interopTSSDK1Bearer(t, s, table) })
 	t.Run("ts-sdk-1.x-oauth", func(t *testing.T) { interopTSSDK1OAuth(t, s, table) })
@@ -204,6 +212,7 @@ func TestInterop(t *testing.T) {
 	t.Run("go-sdk", func(t *testing.T) { interopGoSDK(t, s, table) })
 	t.Run("inspector-cli", func(t *testing.T) { interopInspector(t, s, table) })
 	t.Run("mcp-remote", func(t *testing.T) { interopMCPRemote(t, s, table) })
+	t.Run("browser", func(t *testing.T) { interopBrowser(t, s, table, page.URL, pageDir) })
 	switch n := len(table.rows); {
 	case t.Failed():
 	case n < interopRows: // -run chose some clients only
@@ -595,4 +604,62 @@ func interopMCPRemote(t *testing.T, s *interopStack, table *compatTable) {
 	}
 	table.add(compatRow{50, "mcp-remote (Claude Desktop's bridge), stdio, `--header`", npmVersion(t, "mcp-remote"), init.ProtocolVersion,
 		"initialize, tools/list, call (allowed, denied) with the config of this page"})
+}
+
+// interopBrowser bundles the TypeScript SDK for the browser (rolldown,
+// pinned in e2e/npm), serves it in a page on another origin, and lets
+// headless Chromium connect to the gateway: CORS preflights, exposed
+// Mcp-Session-Id and WWW-Authenticate.
+func interopBrowser(t *testing.T, s *interopStack, table *compatTable, pageURL, dir string) {
+	bundle := exec.Command(npmtest.Node(t), npmtest.Bin(t, "rolldown"), interopScript(t, "browser-page.mjs"),
+		"--file", filepath.Join(dir, "page.js"), "--format", "esm", "--platform", "browser")
+	bundle.Env = npmtest.Env(t)
+	if out, err := bundle.CombinedOutput(); err != nil {
+		t.Fatalf("bundling the SDK for the browser: %v\n%s", err, out)
+	}
+	html := `<!doctype html><meta charset="utf-8"><title>interop</title><pre id="result"></pre><script type="module" src="page.js"></script>`
+	if err := os.WriteFile(filepath.Join(dir, "index.html"), []byte(html), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx := newChromium(t, 60*time.Second)
+	frag := url.Values{"mcp": {s.gw.URL + "/mcp"}, "token": {s.token(t)}}.Encode()
+	do(t, ctx, "the page runs the SDK", chromedp.Navigate(pageURL+"/index.html#"+frag), chromedp.WaitVisible(chromedp.ID("done")))
+	raw := get(t, ctx, "result", chromedp.TextContent(chromedp.ID("result")))
+	var out struct {
+		Origin          string
+		ProtocolVersion string
+		SessionID       string
+		Tools           []string
+		Called          bool
+		Unauthorized    struct {
+			Status          int
+			WWWAuthenticate string
+		}
+		Error string
+	}
+	if err := json.Unmarshal([]byte(raw), &out); err != nil {
+		t.Fatalf("page result %q: %v", raw, err)
+	}
+	if out.Error != "" {
+		t.Fatalf("the browser client failed: %s", out.Error)
+	}
+	if out.Origin == originOfURL(s.gw.URL) {
+		t.Fatalf("the page is on the gateway's origin %s: CORS not exercised", out.Origin)
+	}
+	if out.SessionID == "" || !out.Called || !slices.Contains(out.Tools, "crm_get_customer") {
+		t.Errorf("browser client: %+v", out)
+	}
+	if out.Unauthorized.Status != http.StatusUnauthorized || !strings.Contains(out.Unauthorized.WWWAuthenticate, "resource_metadata=") {
+		t.Errorf("401 not readable cross-origin: %+v", out.Unauthorized)
+	}
+	table.add(compatRow{60, "TypeScript SDK browser build in Chromium, page on another origin (`cors.allowed_origins`)", npmVersion(t, "@modelcontextprotocol/sdk"), out.ProtocolVersion,
+		"CORS preflight, initialize (Mcp-Session-Id exposed), tools/list, call, DELETE, 401 with WWW-Authenticate readable"})
+}
+
+func originOfURL(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return ""
+	}
+	return p.Scheme + "://" + p.Host
 }
