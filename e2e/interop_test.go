@@ -196,7 +196,7 @@ func npmVersion(t *testing.T, pkg string) string {
 }
 
 // interopRows is the number of rows of the full table.
-const interopRows = 10
+const interopRows = 11
 
 func TestInterop(t *testing.T) {
 	// The page of the browser client is served from its own origin, which
@@ -212,6 +212,7 @@ func TestInterop(t *testing.T) {
 	t.Run("go-sdk", func(t *testing.T) { interopGoSDK(t, s, table) })
 	t.Run("inspector-cli", func(t *testing.T) { interopInspector(t, s, table) })
 	t.Run("mcp-remote", func(t *testing.T) { interopMCPRemote(t, s, table) })
+	t.Run("mcp-remote-oauth", func(t *testing.T) { interopMCPRemoteOAuth(t, s, table) })
 	t.Run("browser", func(t *testing.T) { interopBrowser(t, s, table, page.URL, pageDir) })
 	switch n := len(table.rows); {
 	case t.Failed():
@@ -662,4 +663,122 @@ func originOfURL(u string) string {
 		return ""
 	}
 	return p.Scheme + "://" + p.Host
+}
+
+// lineWatcher is an io.Writer that hands each line written to it to a
+// channel (and keeps everything for the failure message).
+type lineWatcher struct {
+	mu    sync.Mutex
+	buf   strings.Builder
+	part  string
+	lines chan string
+}
+
+func (w *lineWatcher) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	w.part += string(p)
+	for {
+		i := strings.IndexByte(w.part, '\n')
+		if i < 0 {
+			break
+		}
+		select {
+		case w.lines <- w.part[:i]:
+		default: // nobody listens any more
+		}
+		w.part = w.part[i+1:]
+	}
+	return len(p), nil
+}
+
+func (w *lineWatcher) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// interopMCPRemoteOAuth runs mcp-remote without a token: it registers with
+// the gateway, prints the authorization URL (its browser opener is a stub
+// here), the test signs in and approves, and the code reaches mcp-remote's
+// loopback callback; then MCP flows over stdio with the OAuth token.
+func interopMCPRemoteOAuth(t *testing.T, s *interopStack, table *compatTable) {
+	stub := t.TempDir()
+	opener := filepath.Join(stub, "xdg-open")
+	if err := os.WriteFile(opener, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	env := npmtest.Env(t)
+	for i, kv := range env {
+		if strings.HasPrefix(kv, "PATH=") {
+			env[i] = "PATH=" + stub + string(os.PathListSeparator) + kv[5:]
+		}
+	}
+	env = append(env, "HOME="+t.TempDir(), "BROWSER="+opener, "DISPLAY=")
+	watch := &lineWatcher{lines: make(chan string, 256)}
+	tr := transport.NewStdioWithOptions(npmtest.Node(t), env,
+		[]string{npmtest.Bin(t, "mcp-remote"), s.gw.URL + "/mcp", "--transport", "http-only"},
+		transport.WithCommandStderrWriter(watch))
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if err := tr.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c := mcpclient.NewClient(tr, mcpclient.WithProtocolVersion("2025-06-18"))
+	t.Cleanup(func() { _ = c.Close() })
+	type initResult struct {
+		res *mcpgo.InitializeResult
+		err error
+	}
+	done := make(chan initResult, 1)
+	go func() {
+		req := mcpgo.InitializeRequest{}
+		req.Params.ClientInfo = mcpgo.Implementation{Name: "claude-desktop-like", Version: "1"}
+		req.Params.ProtocolVersion = "2025-06-18"
+		res, err := c.Initialize(ctx, req)
+		done <- initResult{res, err}
+	}()
+	var authorize string
+	for authorize == "" {
+		select {
+		case line := <-watch.lines:
+			if i := strings.Index(line, s.gw.URL+"/oauth/authorize?"); i >= 0 {
+				authorize = strings.TrimSpace(line[i:])
+			}
+		case r := <-done:
+			t.Fatalf("initialize ended before sign-in: %v\n%s", r.err, watch.String())
+		case <-ctx.Done():
+			t.Fatalf("mcp-remote printed no authorization URL:\n%s", watch.String())
+		}
+	}
+	u, _ := url.Parse(authorize)
+	redirect := u.Query().Get("redirect_uri")
+	if !strings.HasPrefix(redirect, "http://localhost:") && !strings.HasPrefix(redirect, "http://127.0.0.1:") {
+		t.Fatalf("mcp-remote's redirect URI %q is not a loopback callback", redirect)
+	}
+	code := s.consent(t, authorize, redirect)
+	back := redirect + "?" + url.Values{"code": {code}, "state": {u.Query().Get("state")}, "iss": {s.gw.URL}}.Encode()
+	resp, err := http.Get(back)
+	if err != nil {
+		t.Fatalf("mcp-remote's callback: %v\n%s", err, watch.String())
+	}
+	resp.Body.Close()
+	var init initResult
+	select {
+	case init = <-done:
+	case <-ctx.Done():
+		t.Fatalf("initialize never completed after sign-in:\n%s", watch.String())
+	}
+	if init.err != nil {
+		t.Fatalf("initialize after sign-in: %v\n%s", init.err, watch.String())
+	}
+	if names := listNames(t, c); !slices.Contains(names, "crm_get_customer") {
+		t.Errorf("tools: %v", names)
+	}
+	if res := callTool(t, c, "crm_get_customer", map[string]any{"id": "c-7"}); res.IsError || !strings.Contains(resultText(res), "c-7") {
+		t.Errorf("call with the OAuth token: %s", resultText(res))
+	}
+	table.add(compatRow{51, "mcp-remote, stdio, OAuth sign-in", npmVersion(t, "mcp-remote"), init.res.ProtocolVersion,
+		"discovery, dynamic registration, sign-in and consent, code to its loopback callback, tools/list, call"})
 }
