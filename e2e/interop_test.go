@@ -282,7 +282,8 @@ func interopTSSDK1Bearer(t *testing.T, s *interopStack, table *compatTable) {
 func interopTSSDK1OAuth(t *testing.T, s *interopStack, table *compatTable) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	redirect := "http://127.0.0.1:49153/callback"
+	sink := newRedirectSink(t)
+	redirect := sink.URL
 	cmd := exec.CommandContext(ctx, npmtest.Node(t), interopScript(t, "ts-sdk1-oauth.mjs"), s.gw.URL+"/mcp", redirect)
 	cmd.Env = npmtest.Env(t)
 	stdin, err := cmd.StdinPipe()
@@ -324,7 +325,7 @@ func interopTSSDK1OAuth(t *testing.T, s *interopStack, table *compatTable) {
 			continue
 		}
 		if line.Authorize != "" {
-			io.WriteString(stdin, s.consent(t, line.Authorize, redirect)+"\n")
+			io.WriteString(stdin, s.consentInChromium(t, line.Authorize, sink)+"\n")
 			continue
 		}
 		if line.Result != nil {
@@ -355,7 +356,7 @@ func interopTSSDK1OAuth(t *testing.T, s *interopStack, table *compatTable) {
 		}
 	}
 	table.add(compatRow{11, "TypeScript SDK `auth()` with an `OAuthClientProvider`", npmVersion(t, "@modelcontextprotocol/sdk"), result.MCP.ProtocolVersion,
-		"discovery, dynamic registration, authorization code + PKCE (sign-in and consent), MCP with the token, refresh"})
+		"discovery, dynamic registration, authorization code + PKCE (sign-in and consent in Chromium), MCP with the token, refresh"})
 }
 
 // consent drives the front channel of an authorization URL a client made:
@@ -781,4 +782,28 @@ func interopMCPRemoteOAuth(t *testing.T, s *interopStack, table *compatTable) {
 	}
 	table.add(compatRow{51, "mcp-remote, stdio, OAuth sign-in", npmVersion(t, "mcp-remote"), init.res.ProtocolVersion,
 		"discovery, dynamic registration, sign-in and consent, code to its loopback callback, tools/list, call"})
+}
+
+// consentInChromium opens a client's authorization URL in headless
+// Chromium, picks alice at the development IdP, approves on the consent
+// page and returns the code the browser brought to the client's redirect
+// URI.
+func (s *interopStack) consentInChromium(t *testing.T, authorize string, sink *redirectSink) string {
+	t.Helper()
+	if !strings.HasPrefix(authorize, s.gw.URL+"/oauth/authorize?") {
+		t.Fatalf("authorization URL %q is not the gateway's", authorize)
+	}
+	ctx := newChromium(t, 60*time.Second)
+	do(t, ctx, "sign in as alice at the IdP",
+		chromedp.Navigate(authorize),
+		chromedp.WaitVisible(chromedp.ID("user-alice")),
+		chromedp.Click(chromedp.ID("user-alice")),
+		chromedp.WaitVisible(chromedp.ID("approve")))
+	do(t, ctx, "approve on the consent page", chromedp.Click(chromedp.ID("approve")), chromedp.WaitVisible(chromedp.ID("returned")))
+	q := sink.next(t)
+	u, _ := url.Parse(authorize)
+	if q.Get("code") == "" || q.Get("state") != u.Query().Get("state") || q.Get("iss") != s.gw.URL {
+		t.Fatalf("authorization response %v", q)
+	}
+	return q.Get("code")
 }
