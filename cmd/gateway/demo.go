@@ -193,9 +193,12 @@ func printDemo(w io.Writer, mcpURL, apiURL, handbookURL, issuerURL, auditPath st
 	fmt.Fprintf(&b, "  Cursor (~/.cursor/mcp.json):\n%s\n", indent(mustJSON(map[string]any{
 		"mcpServers": map[string]any{"harness": map[string]any{"url": mcpURL,
 			"headers": map[string]string{"Authorization": "Bearer " + tokens[0]}}}}), "    "))
+	// As docs/clients.md shows it: no space inside args (some clients split
+	// them), so the token travels in the environment.
 	fmt.Fprintf(&b, "  Claude Desktop (claude_desktop_config.json, through the mcp-remote bridge):\n%s\n", indent(mustJSON(map[string]any{
 		"mcpServers": map[string]any{"harness": map[string]any{"command": "npx",
-			"args": []string{"-y", "mcp-remote", mcpURL, "--header", "Authorization:Bearer " + tokens[0]}}}}), "    "))
+			"args": []string{"-y", "mcp-remote", mcpURL, "--transport", "http-only", "--header", "Authorization:${HARNESS_AUTH}"},
+			"env":  map[string]string{"HARNESS_AUTH": "Bearer " + tokens[0]}}}}), "    "))
 	fmt.Fprintf(&b, "Then: gateway audit show %s\n%s\n", auditPath, line)
 	_, _ = io.WriteString(w, b.String())
 }

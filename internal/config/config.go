@@ -45,6 +45,8 @@ type Config struct {
 	// Server hardens the HTTP server: client addresses behind proxies,
 	// limits on unauthenticated endpoints, and the observability endpoints.
 	Server Server `yaml:"server"`
+	// CORS lets browser-based MCP clients on other origins call /mcp.
+	CORS CORS `yaml:"cors"`
 }
 
 // Server configures the HTTP server itself.

@@ -421,6 +421,7 @@ func (c *Config) Validate() Problems {
 		bad("delegation.max_ttl", "must be between 1s and 24h, got %s", c.Delegation.MaxTTL)
 	}
 	ps = append(ps, c.validateOAuth()...)
+	ps = append(ps, c.validateCORS()...)
 	if c.RateLimit.RedisURL != "" {
 		// The limiter's own parser decides (its errors never echo the URL).
 		if err := ratelimit.CheckRedisURL(c.RateLimit.RedisURL); err != nil {

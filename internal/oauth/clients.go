@@ -167,16 +167,28 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.InfoContext(r.Context(), "oauth: client registered", "client_id", c.ID, "client_name", c.Name, "redirect_uris", c.RedirectURIs)
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusCreated, map[string]any{
+	writeJSON(w, http.StatusCreated, registrationResponse(c))
+}
+
+// registrationResponse is the RFC 7591 §3.2.1 answer for c. Optional
+// fields the client did not send are omitted, never sent empty: the
+// TypeScript SDKs refuse `"client_uri": ""` as an invalid URL.
+func registrationResponse(c *Client) map[string]any {
+	out := map[string]any{
 		"client_id":                  c.ID,
 		"client_id_issued_at":        c.Created.Unix(),
-		"client_name":                c.Name,
-		"client_uri":                 c.URI,
 		"redirect_uris":              c.RedirectURIs,
 		"token_endpoint_auth_method": "none",
 		"grant_types":                []string{"authorization_code", "refresh_token"},
 		"response_types":             []string{"code"},
-	})
+	}
+	if c.Name != "" {
+		out["client_name"] = c.Name
+	}
+	if c.URI != "" {
+		out["client_uri"] = c.URI
+	}
+	return out
 }
 
 type metaErr struct{ code, desc string }

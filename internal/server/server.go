@@ -195,7 +195,10 @@ func New(o Options) (*Server, error) {
 	})
 
 	mux := http.NewServeMux()
-	mcpChain := chain(mcpHandler, s.recoverer, requestID, s.accessLog, limitBody, s.authenticate, s.bindSession)
+	// rpcErrors gives every /mcp error the JSON-RPC shape; corsMCP answers
+	// preflights before authentication; edge adapts real clients' requests
+	// to mcp-go (edge.go).
+	mcpChain := chain(mcpHandler, s.recoverer, requestID, rpcErrors, s.corsMCP, s.accessLog, limitBody, s.authenticate, s.bindSession, s.edge)
 	if o.WrapMCP != nil {
 		mcpChain = o.WrapMCP(mcpChain)
 	}
@@ -204,9 +207,10 @@ func New(o Options) (*Server, error) {
 	public := func(h http.Handler) http.Handler {
 		return chain(h, s.recoverer, requestID, s.limitUnauthenticated, limitBody)
 	}
-	prm := public(s.protectedResourceMetadata())
-	mux.Handle("GET /.well-known/oauth-protected-resource", prm)
-	mux.Handle("GET /.well-known/oauth-protected-resource/mcp", prm)
+	// The metadata documents answer every origin (CORS) and their preflights.
+	prm := public(corsPublic(s.protectedResourceMetadata()))
+	mux.Handle("/.well-known/oauth-protected-resource", prm)
+	mux.Handle("/.well-known/oauth-protected-resource/mcp", prm)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintln(w, `{"status":"ok"}`)
