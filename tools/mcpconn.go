@@ -353,6 +353,7 @@ func (m *mcpConn) probe(ctx context.Context, cli *client.Client, fail func(error
 		if mcp.IsModernProtocol(cli.ProtocolVersion()) {
 			_, err = cli.ListToolsByPage(pctx, mcp.ListToolsRequest{})
 		} else {
+			//lint:ignore SA1019 a legacy session's liveness is only known by ping
 			err = cli.Ping(pctx)
 		}
 		cancel()
