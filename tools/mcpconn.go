@@ -602,8 +602,12 @@ func (m *mcpConn) do(ctx context.Context, c *MCPCall, f func(context.Context, *c
 	ctx, cancel := context.WithTimeout(ctx, m.up.Timeout)
 	defer cancel()
 	ctx = context.WithValue(ctx, callKey{}, c)
-	tok, end := m.begin(c)
-	defer end()
+	tok := ""
+	if c.Notify != nil || c.Requests != nil || c.ProgressToken != nil { // a call to relay for
+		var end func()
+		tok, end = m.begin(c)
+		defer end()
+	}
 	for attempt := 0; ; attempt++ {
 		cli, err := m.waitReady(ctx, attempt > 0)
 		if err != nil {
