@@ -1,0 +1,277 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/agentharness/harness/internal/npmtest"
+)
+
+// The official MCP conformance suite (@modelcontextprotocol/conformance,
+// pinned in e2e/npm) runs its server scenarios for both protocol revisions
+// against the Go fixture server (internal/mcpfixture) directly. The fixture
+// must satisfy the suite with only the expected failures of
+// testdata/conformance-expected-failures.yml, each of which is outside our
+// control.
+
+// conformanceRevisions are the revisions whose requirement sets are run
+// (`--requirements REV`: the scenarios the revision scores plus those it
+// runs for visibility only).
+var conformanceRevisions = []string{"2025-11-25", "2026-07-28"}
+
+const conformanceExpectedFailures = "testdata/conformance-expected-failures.yml"
+
+// confCheck is one entry of a scenario's checks.json.
+type confCheck struct {
+	ID           string `json:"id"`
+	Status       string `json:"status"` // SUCCESS, FAILURE, WARNING, SKIPPED, INFO
+	ErrorMessage string `json:"errorMessage"`
+}
+
+// confScenario is the outcome of one scenario: it passes when no check
+// failed or warned; it fails as expected when the baseline excuses every
+// check that did.
+type confScenario struct {
+	Name     string
+	Checks   []confCheck
+	Failed   []confCheck // FAILURE or WARNING
+	Expected bool        // every failed check is in the baseline
+}
+
+func (s confScenario) passed() bool { return len(s.Failed) == 0 }
+
+// failedIDs is the set of the scenario's failed check IDs.
+func (s confScenario) failedIDs() map[string]bool {
+	ids := map[string]bool{}
+	for _, c := range s.Failed {
+		ids[c.ID] = true
+	}
+	return ids
+}
+
+// confRun is one run of the suite for one revision against one URL.
+type confRun struct {
+	Revision  string
+	ExitErr   error // the suite's own verdict (scored scenarios vs baseline)
+	Output    string
+	Scenarios map[string]confScenario
+}
+
+// confBaseline is the expected-failures file: whole scenarios or
+// scenario:check pairs.
+type confBaseline struct {
+	scenarios map[string]bool
+	checks    map[string]bool // "scenario:check"
+}
+
+func loadConfBaseline(t testing.TB) confBaseline {
+	t.Helper()
+	var doc struct {
+		Server []string `yaml:"server"`
+	}
+	if err := yaml.Unmarshal([]byte(readFile(t, conformanceExpectedFailures)), &doc); err != nil {
+		t.Fatalf("%s: %v", conformanceExpectedFailures, err)
+	}
+	b := confBaseline{scenarios: map[string]bool{}, checks: map[string]bool{}}
+	for _, e := range doc.Server {
+		if strings.Contains(e, ":") {
+			b.checks[e] = true
+		} else {
+			b.scenarios[e] = true
+		}
+	}
+	return b
+}
+
+func (b confBaseline) excused(scenario, check string) bool {
+	return b.scenarios[scenario] || b.checks[scenario+":"+check]
+}
+
+// runConformance runs the suite's server scenarios of revision against url
+// and reads every scenario's checks.json.
+func runConformance(ctx context.Context, t testing.TB, url, revision string, base confBaseline) confRun {
+	t.Helper()
+	out := t.TempDir()
+	expected, err := filepath.Abs(conformanceExpectedFailures)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, npmtest.Node(t), npmtest.Bin(t, "conformance"), "server",
+		"--url", url, "--requirements", revision, "--expected-failures", expected,
+		"--timeout", "15000", "-o", out)
+	cmd.Env = npmtest.Env(t)
+	cmd.Dir = out
+	cmd.WaitDelay = 5 * time.Second
+	output, runErr := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("conformance %s against %s: did not finish in time (%v)\n%s", revision, url, ctx.Err(), output)
+	}
+	run := confRun{Revision: revision, ExitErr: runErr, Output: string(output), Scenarios: map[string]confScenario{}}
+	dirs, err := filepath.Glob(filepath.Join(out, "server-*", "checks.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stamp := regexp.MustCompile(`-\d{4}-\d{2}-\d{2}T[\d-]+Z$`)
+	for _, p := range dirs {
+		name := stamp.ReplaceAllString(strings.TrimPrefix(filepath.Base(filepath.Dir(p)), "server-"), "")
+		var checks []confCheck
+		if err := json.Unmarshal([]byte(readFile(t, p)), &checks); err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		sc := confScenario{Name: name, Checks: checks, Expected: true}
+		for _, c := range checks {
+			if c.Status == "FAILURE" || c.Status == "WARNING" {
+				sc.Failed = append(sc.Failed, c)
+				sc.Expected = sc.Expected && base.excused(name, c.ID)
+			}
+		}
+		run.Scenarios[name] = sc
+	}
+	if len(run.Scenarios) == 0 {
+		t.Fatalf("conformance %s against %s wrote no results (%v)\n%s", revision, url, runErr, output)
+	}
+	return run
+}
+
+// startFixture builds and runs the fixture MCP server over streamable HTTP;
+// it returns its /mcp URL.
+func startFixture(t testing.TB, args ...string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "mcpfixture")
+	build := exec.Command("go", "build", "-o", bin, "../internal/mcpfixture/cmd/mcpfixture")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the fixture: %v\n%s", err, out)
+	}
+	addr := freeAddr(t)
+	p := startProcess(t, "mcpfixture", exec.Command(bin, append([]string{"--listen", addr}, args...)...))
+	waitHTTP(t, "http://"+addr+"/healthz", 200, 30*time.Second, p.logs.String)
+	return "http://" + addr + "/mcp"
+}
+
+// failures describes a scenario's failed checks in one line each.
+func (s confScenario) failures() string {
+	var b strings.Builder
+	for _, c := range s.Failed {
+		fmt.Fprintf(&b, "\n    %s %s: %s", c.Status, c.ID, c.ErrorMessage)
+	}
+	return b.String()
+}
+
+// sortedScenarios lists a run's scenario names in order.
+func (r confRun) sortedScenarios() []string {
+	names := make([]string, 0, len(r.Scenarios))
+	for n := range r.Scenarios {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// TestConformance runs the official conformance suite's server scenarios,
+// for 2025-11-25 and 2026-07-28, against the fixture directly. The suite's
+// own verdict on the scenarios each revision scores must be a pass with the
+// expected failures of the baseline (which must not be stale), and every
+// scenario, scored or run for visibility, is a subtest that fails unless it
+// passes or all its failed checks are in the baseline.
+func TestConformance(t *testing.T) {
+	fixture := startFixture(t)
+	base := loadConfBaseline(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	runs := make([]confRun, len(conformanceRevisions))
+	var wg sync.WaitGroup
+	for i, rev := range conformanceRevisions {
+		wg.Go(func() { runs[i] = runConformance(ctx, t, fixture, rev, base) })
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	for _, run := range runs {
+		t.Run(run.Revision, func(t *testing.T) {
+			var exit *exec.ExitError
+			if run.ExitErr != nil && !errors.As(run.ExitErr, &exit) {
+				t.Fatalf("running the suite: %v", run.ExitErr)
+			}
+			if run.ExitErr != nil {
+				t.Errorf("the suite's verdict against the fixture with %s: %v\n%s", conformanceExpectedFailures, run.ExitErr, tail(run.Output, 4000))
+			}
+			for _, name := range run.sortedScenarios() {
+				sc := run.Scenarios[name]
+				t.Run(name, func(t *testing.T) {
+					switch {
+					case sc.passed():
+					case sc.Expected:
+						t.Logf("fails as expected (%s):%s", conformanceExpectedFailures, sc.failures())
+					default:
+						t.Errorf("fails against the fixture and is not in %s:%s", conformanceExpectedFailures, sc.failures())
+					}
+				})
+			}
+		})
+	}
+	if p := os.Getenv("HARNESS_CONFORMANCE_REPORT"); p != "" {
+		writeConformanceReport(t, p, runs, nil)
+	}
+}
+
+// tail is the last n bytes of s.
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "…" + s[len(s)-n:]
+}
+
+// writeConformanceReport writes a Markdown table of the runs (direct and,
+// when given, through the gateway) to path.
+func writeConformanceReport(t testing.TB, path string, direct, gw []confRun) {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Conformance status (generated by TestConformance, %s)\n\n", time.Now().UTC().Format(time.RFC3339))
+	for i, run := range direct {
+		fmt.Fprintf(&b, "## %s\n\n| scenario | fixture | through the gateway |\n|---|---|---|\n", run.Revision)
+		for _, name := range run.sortedScenarios() {
+			sc := run.Scenarios[name]
+			via := "not run"
+			if gw != nil {
+				if g, ok := gw[i].Scenarios[name]; ok {
+					via = verdict(g)
+				}
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s |\n", name, verdict(sc), via)
+		}
+		b.WriteString("\n")
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func verdict(s confScenario) string {
+	if s.passed() {
+		return "pass"
+	}
+	if s.Expected {
+		return "expected failure (baseline)"
+	}
+	var ids []string
+	for _, c := range s.Failed {
+		ids = append(ids, fmt.Sprintf("%s `%s`: %s", strings.ToLower(c.Status), c.ID, strings.ReplaceAll(tail(c.ErrorMessage, 200), "|", "/")))
+	}
+	return "FAIL — " + strings.Join(ids, "; ")
+}
