@@ -282,7 +282,11 @@ func (e *Engine) allowed(ctx context.Context, in *Input, tools []Tool) (names ma
 	items = append(items, [2]*ast.Term{kTool, nil})
 	inputs := make([]*ast.Term, len(tools))
 	for i := range tools {
-		items[len(items)-1][1] = tools[i].term()
+		t, err := tools[i].term()
+		if err != nil {
+			return nil, fmt.Errorf("%w: input: %w", ErrEvaluation, err)
+		}
+		items[len(items)-1][1] = t
 		inputs[i] = ast.ObjectTerm(items...)
 	}
 	v := ast.NewArray(inputs...)

@@ -14,10 +14,38 @@
 # enforced where its token is verified: an expired token never gets here).
 package harness
 
-# Read is GET or HEAD. Any other method, or none (a tool federated from an
-# upstream MCP server), is a write: the stricter of the two.
+# Tools, resources and prompts of an upstream MCP server are governed like
+# OpenAPI tools, by role: they carry the tags data.mcp_upstreams gives their
+# upstream. An MCP upstream not listed there is denied to everyone.
+mcp_kind if input.tool.kind == "mcp"
+
+mcp_kind if input.resource
+
+mcp_kind if input.prompt
+
+upstream := input.resource.upstream if {
+	input.resource
+} else := input.prompt.upstream if {
+	input.prompt
+} else := input.tool.upstream
+
+tags := data.mcp_upstreams[upstream].tags if {
+	mcp_kind
+} else := [] if {
+	mcp_kind
+} else := input.tool.tags
+
+# Read is GET or HEAD, a tool annotated readOnlyHint, reading a resource or
+# getting a prompt. Anything else, an MCP tool without the hint included,
+# is a write: the stricter of the two.
 access := "read" if {
 	upper(input.tool.method) in {"GET", "HEAD"}
+} else := "read" if {
+	input.tool.annotations.readOnlyHint == true
+} else := "read" if {
+	input.resource
+} else := "read" if {
+	input.prompt
 } else := "write"
 
 # Roles of the caller granted this access on every tag of the tool.
@@ -27,10 +55,10 @@ granting_roles contains role if {
 }
 
 granting_roles contains role if {
-	input.tool.tags != []
+	tags != []
 	some role in input.subject.roles
 	granted := data.grants[role][access]
-	every tag in input.tool.tags {
+	every tag in tags {
 		tag in granted
 	}
 }
@@ -42,13 +70,24 @@ delegation_covers if input.delegation == null
 delegation_covers if {
 	some scope in input.delegation.scopes
 	startswith(scope, "tool:")
-	glob.match(substring(scope, 5, -1), null, input.tool.name)
+	glob.match(substring(scope, 5, -1), null, scoped_name)
 }
+
+# What a delegation's scopes are matched against: the tool's or prompt's
+# name; for a resource, "<upstream>_" (so tool:docs_* covers docs' resources).
+scoped_name := input.prompt.name if {
+	input.prompt
+} else := concat("", [input.resource.upstream, "_"]) if {
+	input.resource
+} else := input.tool.name
 
 # Why the call is denied, the first reason that applies; undefined when it is
 # allowed. Every value here is defined whenever its condition holds (hence
 # object.get, on this cold path), so a malformed input cannot slip through.
-denial := sprintf("delegation %v does not grant %v", [
+denial := sprintf("upstream %v is not an MCP upstream the policy knows (data.mcp_upstreams)", [upstream]) if {
+	mcp_kind
+	not data.mcp_upstreams[upstream]
+} else := sprintf("delegation %v does not grant %v", [
 	object.get(input, ["delegation", "id"], "(none)"),
 	object.get(input, ["tool", "name"], "(none)"),
 ]) if {
@@ -61,8 +100,8 @@ denial := sprintf("delegation %v does not grant %v", [
 }
 
 # What the tool is about, for reasons: its tags, else its name.
-topic := concat(", ", input.tool.tags) if {
-	input.tool.tags != []
+topic := concat(", ", tags) if {
+	tags != []
 } else := input.tool.name if {
 	is_string(input.tool.name)
 } else := "this tool"

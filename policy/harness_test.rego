@@ -248,3 +248,48 @@ test_allowed_decision_shape if {
 		"rate_limit": {"requests": 10, "per": "1m"},
 	}
 }
+
+# --- tools, resources and prompts of upstream MCP servers ---
+
+mcp_tool(upstream, ann) := {
+	"name": "docs_search", "upstream": upstream, "operation": "search",
+	"method": "", "path": "", "tags": [], "kind": "mcp", "annotations": ann,
+}
+
+mcp_req(roles, action, t) := object.union(req(roles, "GET", []), {"action": action, "tool": t})
+
+test_mcp_read_only_tool_counts_as_read if {
+	d := decide(mcp_req(["support"], "call", mcp_tool("samplemcp", {"readOnlyHint": true})))
+	d.allow == true
+	d.reason == "support may read docs"
+}
+
+test_mcp_tool_without_hint_is_a_write if {
+	d := decide(mcp_req(["support"], "call", mcp_tool("samplemcp", {})))
+	d.allow == false
+	d.reason == "no role of alice grants write on docs"
+}
+
+test_mcp_unknown_upstream_denied_even_to_admin if {
+	d := decide(mcp_req(["admin"], "call", mcp_tool("elsewhere", {"readOnlyHint": true})))
+	d.allow == false
+	contains(d.reason, "upstream elsewhere is not an MCP upstream the policy knows")
+	l := decide(mcp_req(["admin"], "list", mcp_tool("elsewhere", {"readOnlyHint": true})))
+	l.allow == false
+}
+
+test_mcp_resource_read_by_role if {
+	x := json.remove(object.union(req(["support"], "GET", []), {"action": "read", "resource": {"uri": "docs://a", "upstream": "samplemcp", "name": "a", "mime_type": "text/plain"}}), ["tool"])
+	decide(x).allow == true
+	y := json.remove(object.union(req(["nobody"], "GET", []), {"action": "read", "resource": {"uri": "docs://a", "upstream": "samplemcp", "name": "a", "mime_type": ""}}), ["tool"])
+	decide(y).allow == false
+}
+
+test_mcp_prompt_by_role_and_delegation if {
+	base := json.remove(object.union(req(["support"], "GET", []), {"action": "prompt", "prompt": {"name": "samplemcp_greet", "upstream": "samplemcp", "operation": "greet"}}), ["tool"])
+	decide(base).allow == true
+	scoped := object.union(base, {"delegation": {"id": "d1", "scopes": ["tool:crm_*"], "expires_at": ""}})
+	decide(scoped).allow == false
+	covered := object.union(base, {"delegation": {"id": "d1", "scopes": ["tool:samplemcp_*"], "expires_at": ""}})
+	decide(covered).allow == true
+}

@@ -11,8 +11,13 @@ import (
 const (
 	// ActionCall is a tool call.
 	ActionCall = "call"
-	// ActionList is the filtering of tools/list.
+	// ActionList is the filtering of tools/list (and of resources/list
+	// and prompts/list, with Resource or Prompt in place of Tool).
 	ActionList = "list"
+	// ActionRead is the reading of a resource of an upstream MCP server.
+	ActionRead = "read"
+	// ActionPrompt is the getting of a prompt of an upstream MCP server.
+	ActionPrompt = "prompt"
 )
 
 // Input is the document a policy decides on. Its JSON form is the contract in
@@ -27,8 +32,15 @@ type Input struct {
 	// Delegation is the grant the agent presented; nil (JSON null) when the
 	// agent presented the human's own token.
 	Delegation *Delegation `json:"delegation"`
-	// Tool is the tool called or listed.
+	// Tool is the tool called or listed (absent when Resource or Prompt
+	// is set).
 	Tool Tool `json:"tool"`
+	// Resource is the resource read or listed (action read, or list of
+	// resources); nil otherwise.
+	Resource *Resource `json:"resource,omitempty"`
+	// Prompt is the prompt got or listed (action prompt, or list of
+	// prompts); nil otherwise.
+	Prompt *Prompt `json:"prompt,omitempty"`
 	// Arguments are the call's arguments (empty when listing).
 	Arguments map[string]any `json:"arguments"`
 	// Environment names the deployment, e.g. "production".
@@ -94,6 +106,33 @@ type Tool struct {
 	Path string `json:"path"`
 	// Tags are the operation's tags.
 	Tags []string `json:"tags"`
+	// Kind is "openapi", or "mcp" for a tool of an upstream MCP server.
+	Kind string `json:"kind"`
+	// Annotations are an MCP tool's annotations (readOnlyHint…); empty for
+	// OpenAPI tools.
+	Annotations map[string]any `json:"annotations"`
+}
+
+// Resource describes a resource of an upstream MCP server to the policy.
+type Resource struct {
+	// URI is the resource's URI (as the agent asked for it).
+	URI string `json:"uri"`
+	// Upstream is the name of the upstream that serves it.
+	Upstream string `json:"upstream"`
+	// Name is the resource's (or its template's) name.
+	Name string `json:"name"`
+	// MimeType is its MIME type, if known.
+	MimeType string `json:"mime_type"`
+}
+
+// Prompt describes a prompt of an upstream MCP server to the policy.
+type Prompt struct {
+	// Name is the gateway's name for it (with the upstream's prefix).
+	Name string `json:"name"`
+	// Upstream is the name of the upstream that serves it.
+	Upstream string `json:"upstream"`
+	// Operation is the server's own name for it.
+	Operation string `json:"operation"`
 }
 
 // Keys of the input document, built once.
@@ -122,6 +161,12 @@ var (
 	kMethod      = ast.StringTerm("method")
 	kPath        = ast.StringTerm("path")
 	kTags        = ast.StringTerm("tags")
+	kKind        = ast.StringTerm("kind")
+	kAnnotations = ast.StringTerm("annotations")
+	kResource    = ast.StringTerm("resource")
+	kPrompt      = ast.StringTerm("prompt")
+	kURI         = ast.StringTerm("uri")
+	kMimeType    = ast.StringTerm("mime_type")
 )
 
 // value builds the input document as an OPA value, without a JSON round trip.
@@ -165,8 +210,28 @@ func (in *Input) value(action string, withTool bool) (ast.Object, error) {
 		ast.Item(kEnvironment, ast.StringTerm(in.Environment)),
 		ast.Item(kTime, ast.StringTerm(in.Time)),
 	)
-	if withTool {
-		items = append(items, ast.Item(kTool, in.Tool.term()))
+	switch {
+	case in.Resource != nil:
+		r := in.Resource
+		items = append(items, ast.Item(kResource, ast.ObjectTerm(
+			ast.Item(kURI, ast.StringTerm(r.URI)),
+			ast.Item(kUpstream, ast.StringTerm(r.Upstream)),
+			ast.Item(kName, ast.StringTerm(r.Name)),
+			ast.Item(kMimeType, ast.StringTerm(r.MimeType)),
+		)))
+	case in.Prompt != nil:
+		p := in.Prompt
+		items = append(items, ast.Item(kPrompt, ast.ObjectTerm(
+			ast.Item(kName, ast.StringTerm(p.Name)),
+			ast.Item(kUpstream, ast.StringTerm(p.Upstream)),
+			ast.Item(kOperation, ast.StringTerm(p.Operation)),
+		)))
+	case withTool:
+		t, err := in.Tool.term()
+		if err != nil {
+			return nil, err
+		}
+		items = append(items, ast.Item(kTool, t))
 	}
 	if len(in.Detections) > 0 {
 		keys := make([]string, 0, len(in.Detections))
@@ -184,7 +249,15 @@ func (in *Input) value(action string, withTool bool) (ast.Object, error) {
 }
 
 // term builds the tool document.
-func (t *Tool) term() *ast.Term {
+func (t *Tool) term() (*ast.Term, error) {
+	kind := t.Kind
+	if kind == "" {
+		kind = "openapi"
+	}
+	ann, err := anyObject(t.Annotations)
+	if err != nil {
+		return nil, fmt.Errorf("tool annotations: %w", err)
+	}
 	return ast.ObjectTerm(
 		ast.Item(kName, ast.StringTerm(t.Name)),
 		ast.Item(kUpstream, ast.StringTerm(t.Upstream)),
@@ -192,7 +265,9 @@ func (t *Tool) term() *ast.Term {
 		ast.Item(kMethod, ast.StringTerm(t.Method)),
 		ast.Item(kPath, ast.StringTerm(t.Path)),
 		ast.Item(kTags, stringsTerm(t.Tags)),
-	)
+		ast.Item(kKind, ast.StringTerm(kind)),
+		ast.Item(kAnnotations, ast.NewTerm(ann)),
+	), nil
 }
 
 func stringsTerm(ss []string) *ast.Term {

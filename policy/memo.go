@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/json"
 	"maps"
 	"slices"
 	"strconv"
@@ -40,7 +41,7 @@ type inputUse struct {
 // arguments, the time, or a key added to the input later — is not reused.
 var memoCovered = map[string]bool{
 	"action": true, "subject": true, "agent": true, "delegation": true,
-	"tool": true, "environment": true, "detections": true,
+	"tool": true, "environment": true, "detections": true, "resource": true, "prompt": true,
 }
 
 // cacheable reports whether decisions depend only on what the memo key holds.
@@ -175,6 +176,24 @@ func memoKey(in *Input) string {
 	sep(t.Method)
 	sep(t.Path)
 	sep(strings.Join(t.Tags, "\x01"))
+	sep(t.Kind)
+	if len(t.Annotations) > 0 {
+		b, _ := json.Marshal(t.Annotations) // keys sorted
+		sep(string(b))
+	}
+	if r := in.Resource; r != nil {
+		sep("resource")
+		sep(r.URI)
+		sep(r.Upstream)
+		sep(r.Name)
+		sep(r.MimeType)
+	}
+	if p := in.Prompt; p != nil {
+		sep("prompt")
+		sep(p.Name)
+		sep(p.Upstream)
+		sep(p.Operation)
+	}
 	for _, k := range slices.Sorted(maps.Keys(in.Detections)) {
 		sep(k + "=" + strconv.Itoa(in.Detections[k]))
 	}

@@ -11,6 +11,16 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/mark3labs/mcp-go/mcp"
+)
+
+// Tool kinds.
+const (
+	// KindOpenAPI is a tool made from an OpenAPI operation.
+	KindOpenAPI = "openapi"
+	// KindMCP is a tool of an upstream MCP server.
+	KindMCP = "mcp"
 )
 
 // MaxNameLength is the longest tool name Convert produces.
@@ -46,6 +56,19 @@ type Tool struct {
 	Idempotent bool
 	// Deprecated is true when the operation is marked deprecated.
 	Deprecated bool
+	// Kind is KindOpenAPI or KindMCP (a tool of an upstream MCP server).
+	Kind string
+	// Annotations are an MCP tool's annotations, as the server gave them
+	// (nil for OpenAPI tools, whose hints are the fields above).
+	Annotations map[string]any
+	// OutputSchema is an MCP tool's output schema, if it has one.
+	OutputSchema json.RawMessage
+	// Digest is the SHA-256 (hex) of an MCP tool's canonical definition
+	// (name, title, description, input and output schema, annotations): what
+	// is pinned.
+	Digest string
+	// Definition is an MCP tool as the server defines it (its own name).
+	Definition *mcp.Tool
 
 	params []param
 	body   bodySpec
@@ -256,6 +279,7 @@ func (c *converter) operation(path, method string, item, op map[string]any) (*To
 	props := map[string]any{}
 	var required []any
 	t := &Tool{
+		Kind:      KindOpenAPI,
 		Upstream:  c.upstream,
 		Operation: opID,
 		Method:    strings.ToUpper(method),

@@ -36,7 +36,36 @@ type Upstream struct {
 	// MaxResponseBytes caps a response body; zero means
 	// DefaultMaxResponseBytes. A larger body is an error, never truncated.
 	MaxResponseBytes int64
+
+	// MCP is the URL of an MCP server (streamable HTTP, either protocol
+	// era) whose tools, resources and prompts are federated. An upstream
+	// has one of OpenAPI (with BaseURL), MCP and Command.
+	MCP string
+	// Command is the argv of a stdio MCP server the catalogue starts,
+	// restarts with backoff when it exits, and stops on Close.
+	Command []string
+	// Env is added to the environment of Command.
+	Env map[string]string
+	// Headers are sent on every HTTP request to MCP; never logged.
+	Headers map[string]string
+	// Prefix goes before the names of an MCP server's tools and prompts.
+	Prefix string
 }
+
+// Kind is "openapi", "mcp" or "command".
+func (u *Upstream) Kind() string {
+	switch {
+	case u.MCP != "":
+		return KindMCP
+	case len(u.Command) > 0:
+		return "command"
+	default:
+		return KindOpenAPI
+	}
+}
+
+// IsMCP reports whether the upstream is an MCP server (mcp or command).
+func (u *Upstream) IsMCP() bool { return u.MCP != "" || len(u.Command) > 0 }
 
 // withDefaults returns a copy of u with zero values replaced by defaults.
 func (u Upstream) withDefaults() Upstream {
@@ -46,7 +75,7 @@ func (u Upstream) withDefaults() Upstream {
 	if u.MaxResponseBytes <= 0 {
 		u.MaxResponseBytes = DefaultMaxResponseBytes
 	}
-	if u.OpenAPI == "" {
+	if u.OpenAPI == "" && !u.IsMCP() {
 		u.OpenAPI = strings.TrimRight(u.BaseURL, "/") + "/openapi.json"
 	}
 	return u

@@ -5,6 +5,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -61,6 +62,19 @@ func upstreamExchangers(cfg *config.Config, client *http.Client, log *slog.Logge
 			"upstream", u.Name, "token_url", te.TokenURL, "client_id", te.ClientID, "audience", te.Audience)
 	}
 	return exchangers, nil
+}
+
+// CatalogUpstreams are the configured upstreams as the catalogue takes
+// them (prefix defaults applied).
+func CatalogUpstreams(cfg *config.Config) []tools.Upstream {
+	ups := make([]tools.Upstream, 0, len(cfg.Upstreams))
+	for _, u := range cfg.Upstreams {
+		ups = append(ups, tools.Upstream{
+			Name: u.Name, BaseURL: u.BaseURL, OpenAPI: u.OpenAPI, Timeout: u.Timeout.D(),
+			MCP: u.MCP, Command: u.Command, Env: u.Env, Headers: u.Headers, Prefix: u.ToolPrefix(),
+		})
+	}
+	return ups
 }
 
 // Close releases what Build opened (telemetry flush, audit file, Redis).
@@ -157,12 +171,12 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		log.Info("policy loaded, hot reload on", "dir", cfg.Policy.Dir, "query", cfg.Policy.Query, "revision", pol.Revision())
 	}
 
-	ups := make([]tools.Upstream, 0, len(cfg.Upstreams))
-	for _, u := range cfg.Upstreams {
-		ups = append(ups, tools.Upstream{Name: u.Name, BaseURL: u.BaseURL, OpenAPI: u.OpenAPI, Timeout: u.Timeout.D()})
-	}
-	catalog := tools.NewCatalog(ups, upstreamClient, log.With("component", "tools"))
+	catalog := tools.NewCatalog(CatalogUpstreams(cfg), upstreamClient, log.With("component", "tools"))
+	app.closers = append(app.closers, func(context.Context) error { catalog.Close(); return nil })
 	if err := catalog.Refresh(ctx); err != nil {
+		if errors.Is(err, tools.ErrNameClash) {
+			return nil, fmt.Errorf("upstreams: %w", err)
+		}
 		log.Error("some upstreams could not be loaded; they are retried and /readyz reports them", "err", err)
 	}
 	for _, u := range cfg.Upstreams {
@@ -172,7 +186,14 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 				n++
 			}
 		}
-		log.Info("upstream", "name", u.Name, "base_url", u.BaseURL, "tools", n)
+		where := u.BaseURL
+		switch u.Kind() {
+		case "mcp":
+			where = RedactURL(u.MCP)
+		case "command":
+			where = u.Command[0]
+		}
+		log.Info("upstream", "name", u.Name, "kind", u.Kind(), "at", where, "tools", n)
 	}
 
 	auditLog, err := audit.Open(ctx, audit.Config{
@@ -282,7 +303,8 @@ func consentTools(cfg *config.Config, catalog *tools.Catalog, pol *policy.Engine
 				continue
 			}
 			byName[t.Name] = t
-			pts = append(pts, policy.Tool{Name: t.Name, Upstream: t.Upstream, Operation: t.Operation, Method: t.Method, Path: t.Path, Tags: t.Tags})
+			pts = append(pts, policy.Tool{Name: t.Name, Upstream: t.Upstream, Operation: t.Operation, Method: t.Method, Path: t.Path, Tags: t.Tags,
+				Kind: t.Kind, Annotations: t.Annotations})
 		}
 		if len(pts) == 0 {
 			return nil, nil

@@ -132,7 +132,26 @@ type Upstream struct {
 	// BaseURL is the only address the gateway contacts for this upstream.
 	BaseURL string `yaml:"base_url"`
 	// OpenAPI is the URL or file of the upstream's OpenAPI 3.0/3.1 document.
+	// An upstream has exactly one of openapi, mcp and command.
 	OpenAPI string `yaml:"openapi"`
+	// MCP is the URL of an MCP server over streamable HTTP (either protocol
+	// era) whose tools, resources and prompts the gateway federates.
+	MCP string `yaml:"mcp"`
+	// Command is the argv of a stdio MCP server the gateway starts,
+	// restarts with backoff when it exits, and stops on shutdown.
+	Command []string `yaml:"command"`
+	// Env is added to the environment of a command upstream.
+	Env map[string]string `yaml:"env"`
+	// Headers are sent on every request to an mcp upstream (write secrets
+	// as ${VAR}); never logged.
+	Headers map[string]string `yaml:"headers"`
+	// Prefix is put before the names of an MCP upstream's tools and
+	// prompts; unset means "<name>_", "" keeps the server's names.
+	Prefix *string `yaml:"prefix"`
+	// Pin says what happens when an MCP upstream changes a tool definition
+	// after it was pinned: strict (withheld until approved), warn (served,
+	// logged and audited) or off.
+	Pin string `yaml:"pin"`
 	// Timeout bounds one call to the upstream.
 	Timeout Duration `yaml:"timeout"`
 	// TokenExchange, when set, sends this upstream a token the company IdP
@@ -155,6 +174,26 @@ type TokenExchange struct {
 	Audience string `yaml:"audience"`
 	// Scope is asked for, space-separated; optional.
 	Scope string `yaml:"scope"`
+}
+
+// Kind is the upstream's kind: "openapi", "mcp" or "command".
+func (u Upstream) Kind() string {
+	switch {
+	case u.MCP != "":
+		return "mcp"
+	case len(u.Command) > 0:
+		return "command"
+	default:
+		return "openapi"
+	}
+}
+
+// ToolPrefix is the prefix of the upstream's tool and prompt names.
+func (u Upstream) ToolPrefix() string {
+	if u.Prefix != nil {
+		return *u.Prefix
+	}
+	return u.Name + "_"
 }
 
 // Enabled reports whether the upstream gets an IdP-issued token.

@@ -109,7 +109,7 @@ redaction: {detectors: [secret, dna]}
 audit: {on_error: maybe}
 `, []string{"listen:", "public_url:", "auth.issuers[0].issuer: \"http://idp.example.com\" must use https",
 			"delegation.max_ttl:", "ratelimit.default.requests:", "ratelimit.on_error:",
-			"upstreams[0].name:", "upstreams[0].base_url:", "upstreams[0].openapi:", "upstreams[0].timeout:",
+			"upstreams[0].name:", "upstreams[0].base_url:", "upstreams[0]: one of openapi", "upstreams[0].timeout:",
 			"upstreams[2].name: \"crm\" is used twice", "redaction.detectors[1]: unknown detector \"dna\"", "audit.on_error:"}},
 		{"no issuer", `listen: 127.0.0.1:1`, []string{"auth.issuers: at least one"}},
 		{"missing env", `auth: {issuers: [{issuer: "${IDP}"}]}`, []string{"auth.issuers[0].issuer: environment variable IDP is not set"}},
@@ -251,5 +251,52 @@ ratelimit: {redis_url: "redis://:hunter2@redis:6379/0?bogus=1"}
 	}
 	if _, err := Parse([]byte("auth: {issuers: [{issuer: https://idp.example.com}]}\nratelimit: {redis_url: \"rediss+cluster://h1:7000?addr=h2:7000\"}\n"), env(nil)); err != nil {
 		t.Errorf("a TLS cluster URL was refused: %v", err)
+	}
+}
+
+func TestUpstreamMCPKinds(t *testing.T) {
+	const head = "auth: {issuers: [{issuer: https://idp.example.com}]}\nupstreams:\n"
+	cfg, err := Parse([]byte(head+`  - name: docs
+    mcp: http://127.0.0.1:9000/mcp
+    headers: {X-Api-Key: "${DOCS_KEY}"}
+    timeout: 30s
+  - name: files
+    command: [npx, -y, server-filesystem, /srv]
+    env: {LOG_LEVEL: warn}
+    prefix: ""
+    pin: warn
+`), env(map[string]string{"DOCS_KEY": "k"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs, files := cfg.Upstreams[0], cfg.Upstreams[1]
+	if docs.Kind() != "mcp" || docs.Headers["X-Api-Key"] != "k" || docs.ToolPrefix() != "docs_" || docs.Pin != "strict" {
+		t.Errorf("docs = %+v (prefix %q)", docs, docs.ToolPrefix())
+	}
+	if files.Kind() != "command" || files.Env["LOG_LEVEL"] != "warn" || files.ToolPrefix() != "" || files.Pin != "warn" || len(files.Command) != 4 {
+		t.Errorf("files = %+v (prefix %q)", files, files.ToolPrefix())
+	}
+	for name, tc := range map[string]struct{ yaml, want string }{
+		"none":            {"  - name: a\n", "upstreams[0]: one of openapi"},
+		"two kinds":       {"  - name: a\n    mcp: http://127.0.0.1/mcp\n    command: [x]\n", "upstreams[0]: only one of openapi, mcp and command"},
+		"bad pin":         {"  - name: a\n    mcp: http://127.0.0.1/mcp\n    pin: maybe\n", "upstreams[0].pin: must be strict, warn or off"},
+		"plain http":      {"  - name: a\n    mcp: http://docs.example.com/mcp\n", "upstreams[0].mcp:"},
+		"credentials":     {"  - name: a\n    mcp: https://u:p@docs.example.com/mcp\n", "must not carry credentials"},
+		"headers stdio":   {"  - name: a\n    command: [x]\n    headers: {A: b}\n", "upstreams[0].headers: applies only to an mcp upstream"},
+		"env http":        {"  - name: a\n    mcp: http://127.0.0.1/mcp\n    env: {A: b}\n", "upstreams[0].env: applies only to a command upstream"},
+		"prefix openapi":  {"  - name: a\n    base_url: http://127.0.0.1\n    openapi: x.json\n    prefix: b_\n", "upstreams[0].prefix: applies only"},
+		"bad prefix":      {"  - name: a\n    command: [x]\n    prefix: 'a b'\n", "upstreams[0].prefix:"},
+		"empty program":   {"  - name: a\n    command: ['']\n", "upstreams[0].command: the program"},
+		"bad header name": {"  - name: a\n    mcp: http://127.0.0.1/mcp\n    headers: {'a b': c}\n", "is not a valid header name"},
+		"headers list":    {"  - name: a\n    mcp: http://127.0.0.1/mcp\n    headers: [a]\n", "upstreams[0].headers: must be a mapping"},
+		"missing secret":  {"  - name: a\n    mcp: http://127.0.0.1/mcp\n    headers: {A: '${NOPE}'}\n", "NOPE is not set"},
+	} {
+		_, err := Parse([]byte(head+tc.yaml), env(nil))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", name, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "${NOPE}") {
+			t.Errorf("%s: error echoes the reference", name)
+		}
 	}
 }

@@ -189,6 +189,28 @@ func (d *decoder) decode(path string, n *yaml.Node, v reflect.Value) {
 			}
 			d.decode(kp, val, f)
 		}
+	case v.Kind() == reflect.Pointer:
+		p := reflect.New(v.Type().Elem())
+		d.decode(path, n, p.Elem())
+		v.Set(p)
+	case v.Kind() == reflect.Map && v.Type().Key().Kind() == reflect.String && v.Type().Elem().Kind() == reflect.String:
+		if n.Kind != yaml.MappingNode {
+			d.fail(path, "must be a mapping")
+			return
+		}
+		m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key := n.Content[i].Value
+			kp := path + "." + key
+			if m.MapIndex(reflect.ValueOf(key)).IsValid() {
+				d.fail(kp, "duplicate key")
+				continue
+			}
+			if s, ok := d.scalar(kp, n.Content[i+1]); ok {
+				m.SetMapIndex(reflect.ValueOf(key), reflect.ValueOf(s))
+			}
+		}
+		v.Set(m)
 	case v.Kind() == reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
 			d.fail(path, "must be a list")
@@ -339,6 +361,9 @@ func (c *Config) fillDerived() {
 		if c.Upstreams[i].Timeout == 0 {
 			c.Upstreams[i].Timeout = Duration(DefaultUpstreamTimeout)
 		}
+		if c.Upstreams[i].Pin == "" {
+			c.Upstreams[i].Pin = "strict"
+		}
 		if te := &c.Upstreams[i].TokenExchange; te.Enabled() && te.Audience == "" {
 			te.Audience = c.Upstreams[i].Name
 		}
@@ -423,12 +448,7 @@ func (c *Config) Validate() Problems {
 			bad(p+".name", "%q is used twice", u.Name)
 		}
 		seenUp[u.Name] = true
-		if err := checkURL(u.BaseURL, false); err != nil {
-			bad(p+".base_url", "%v", err)
-		}
-		if u.OpenAPI == "" {
-			bad(p+".openapi", "a URL or file of the upstream's OpenAPI document is required")
-		}
+		ps = append(ps, validateUpstreamKind(p, u)...)
 		if u.Timeout <= 0 {
 			bad(p+".timeout", "must be positive")
 		}
@@ -498,6 +518,100 @@ func secureURL(s string) error {
 		return nil
 	}
 	return fmt.Errorf("%q must use https (plain http is accepted only on loopback)", s)
+}
+
+// upstreamHeader is a header name an mcp upstream may be sent.
+var upstreamHeader = regexp.MustCompile(`^[A-Za-z0-9!#$%&'*+.^_|~-]+$`)
+
+// validateUpstreamKind checks that an upstream has exactly one of openapi,
+// mcp and command, and the keys that go with its kind.
+func validateUpstreamKind(p string, u Upstream) Problems {
+	var ps Problems
+	bad := func(path, format string, args ...any) {
+		ps = append(ps, Problem{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	kinds := 0
+	for _, set := range []bool{u.OpenAPI != "", u.MCP != "", len(u.Command) > 0} {
+		if set {
+			kinds++
+		}
+	}
+	switch {
+	case kinds == 0:
+		bad(p, "one of openapi (an HTTP API), mcp (an MCP server's URL) or command (a stdio MCP server) is required")
+	case kinds > 1:
+		bad(p, "only one of openapi, mcp and command may be set")
+	}
+	if !slices.Contains([]string{"strict", "warn", "off"}, u.Pin) {
+		bad(p+".pin", "must be strict, warn or off, got %q", u.Pin)
+	}
+	if u.Prefix != nil && *u.Prefix != "" && !toolPrefix.MatchString(*u.Prefix) {
+		bad(p+".prefix", "%q must be up to 32 characters of A-Z a-z 0-9 _ -", *u.Prefix)
+	}
+	switch u.Kind() {
+	case "openapi":
+		if err := checkURL(u.BaseURL, false); err != nil {
+			bad(p+".base_url", "%v", err)
+		}
+		for key, set := range map[string]bool{"env": u.Env != nil, "headers": u.Headers != nil, "prefix": u.Prefix != nil} {
+			if set {
+				bad(p+"."+key, "applies only to an mcp or command upstream")
+			}
+		}
+	case "mcp":
+		if u.BaseURL != "" {
+			bad(p+".base_url", "applies only to an openapi upstream (mcp names the server's URL)")
+		}
+		if err := checkMCPURL(u.MCP); err != nil {
+			bad(p+".mcp", "%v", err)
+		}
+		if u.Env != nil {
+			bad(p+".env", "applies only to a command upstream")
+		}
+		for k := range u.Headers {
+			if !upstreamHeader.MatchString(k) {
+				bad(p+".headers", "%q is not a valid header name", k)
+			}
+		}
+	case "command":
+		if u.BaseURL != "" {
+			bad(p+".base_url", "applies only to an openapi upstream")
+		}
+		if strings.TrimSpace(u.Command[0]) == "" {
+			bad(p+".command", "the program (first item) must not be empty")
+		}
+		if u.Headers != nil {
+			bad(p+".headers", "applies only to an mcp upstream (a command upstream speaks stdio)")
+		}
+		if u.TokenExchange.Enabled() {
+			bad(p+".token_exchange", "applies only to openapi and mcp upstreams (a command upstream gets the assertion in _meta)")
+		}
+		for k := range u.Env {
+			if k == "" || strings.ContainsAny(k, "=\x00") {
+				bad(p+".env", "%q is not a valid variable name", k)
+			}
+		}
+	}
+	return ps
+}
+
+var toolPrefix = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
+
+// checkMCPURL checks an MCP server's URL: absolute http(s), a path
+// allowed, no credentials or fragment, https unless loopback.
+func checkMCPURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return errors.New("is not a valid URL")
+	}
+	shown := u.Redacted()
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute http(s) URL", shown)
+	}
+	if u.User != nil || u.Fragment != "" {
+		return fmt.Errorf("%q must not carry credentials or a fragment (use headers)", shown)
+	}
+	return secureURL(s)
 }
 
 // validateTokenExchange checks an upstream's optional token_exchange: when

@@ -24,9 +24,17 @@ import (
 func (s *Server) newMCP() http.Handler {
 	hooks := &mcpserver.Hooks{}
 	hooks.AddAfterListTools(s.filterList)
+	hooks.AddAfterListResources(s.filterResources)
+	hooks.AddAfterListResourceTemplates(s.filterTemplates)
+	hooks.AddAfterListPrompts(s.filterPrompts)
 	hooks.AddOnError(s.auditUnknownTool)
 	s.mcp = mcpserver.NewMCPServer("harness", s.version,
 		mcpserver.WithToolCapabilities(true),
+		mcpserver.WithResourceCapabilities(false, true),
+		mcpserver.WithPromptCapabilities(true),
+		mcpserver.WithPromptCompletionProvider(s),
+		mcpserver.WithResourceCompletionProvider(s),
+		mcpserver.WithCompletions(),
 		mcpserver.WithRecovery(),
 		mcpserver.WithHooks(hooks),
 		mcpserver.WithInstructions("Harness exposes your organisation's internal APIs as tools. Every call is made on behalf of the signed-in human, decided by policy, rate limited and audited."),
@@ -67,11 +75,19 @@ func (s *Server) syncTools() {
 		pt = append(pt, policyTool(t))
 	}
 	s.mcp.SetTools(st...)
+	s.syncFederated()
 	s.policyTools = pt
 	s.toolsVersion = v
 }
 
 func mcpTool(t *tools.Tool) mcp.Tool {
+	if t.Kind == tools.KindMCP && t.Definition != nil {
+		mt := *t.Definition // the server's definition: annotations, title, output schema kept
+		mt.Name = t.Name
+		mt.InputSchema, mt.OutputSchema = mcp.ToolInputSchema{}, mcp.ToolOutputSchema{}
+		mt.RawInputSchema, mt.RawOutputSchema = json.RawMessage(t.InputSchema), json.RawMessage(t.OutputSchema)
+		return mt
+	}
 	mt := mcp.NewToolWithRawSchema(t.Name, t.Description, json.RawMessage(t.InputSchema))
 	ro, de, id, open := t.ReadOnly, t.Destructive, t.Idempotent, false
 	mt.Annotations = mcp.ToolAnnotation{ReadOnlyHint: &ro, DestructiveHint: &de, IdempotentHint: &id, OpenWorldHint: &open}
@@ -79,7 +95,8 @@ func mcpTool(t *tools.Tool) mcp.Tool {
 }
 
 func policyTool(t *tools.Tool) policy.Tool {
-	return policy.Tool{Name: t.Name, Upstream: t.Upstream, Operation: t.Operation, Method: t.Method, Path: t.Path, Tags: t.Tags}
+	return policy.Tool{Name: t.Name, Upstream: t.Upstream, Operation: t.Operation, Method: t.Method, Path: t.Path, Tags: t.Tags,
+		Kind: t.Kind, Annotations: t.Annotations}
 }
 
 // input builds the policy input for p; the caller fills tool and arguments.

@@ -76,67 +76,16 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 		args = map[string]any{}
 	}
 
-	// 4 decide.
+	// 4 decide, 5 limit.
 	in := s.input(ctx, p, policy.ActionCall)
 	in.Tool = policyTool(tool)
 	in.Arguments = args
-	in.CacheKey = tokenKeyFrom(ctx) // the policy may reuse a decision for this credential
-	if found := redact.Scan(args, s.cfg.Redaction.Detectors); len(found) > 0 {
-		in.Detections = found
+	dec, red, ref := s.gate(ctx, c, in, name, func() bool { return s.visible(ctx, p)[name] })
+	if ref != nil {
+		return s.finish(ctx, c, ref.decision, ref.reason, mcp.NewToolResultError(ref.message))
 	}
-	pctx, end := s.stage(ctx, telemetry.StagePolicy)
-	policyStart := time.Now()
-	dec, err := s.policy.Decide(pctx, in)
-	if s.tel != nil {
-		s.tel.RecordPolicyEval(pctx, time.Since(policyStart))
-	}
-	end()
-	c.rec.PolicyDecisionID, c.rec.PolicyRevision = dec.ID, dec.Revision
-	if err != nil {
-		s.log.ErrorContext(ctx, "policy evaluation failed: call denied", "err", err, "tool", name, "subject", p.Subject)
-		return s.deny(ctx, c, "the policy could not decide this call")
-	}
-	if !dec.Allow {
-		return s.deny(ctx, c, orDefault(dec.Reason, "the policy does not allow this call"))
-	}
-	if d := p.Delegation; d != nil && !delegation.ScopeAllows(d.Scopes, name) {
-		return s.deny(ctx, c, fmt.Sprintf("delegation %s does not include %s", d.ID, name))
-	}
-	if !s.visible(ctx, p)[name] {
-		return s.deny(ctx, c, "the policy does not list this tool for you")
-	}
-
-	// The redaction rules are checked before the upstream is called: a
-	// decision the gateway cannot apply must not release data.
-	red, err := redact.Compile(redact.Rules{Paths: dec.Redact, Context: dec.Context, Detectors: s.detectors(dec)})
-	if err != nil {
-		s.log.ErrorContext(ctx, "policy decision has unusable redaction rules: call refused", "err", err, "tool", name)
-		return s.fail(ctx, c, "the policy decision's redaction rules are invalid")
-	}
-
-	// 5 limit.
-	lim := s.limitFor(p, name, dec.RateLimit)
-	lctx, end := s.stage(ctx, telemetry.StageRateLimit)
-	res, err := s.limiter.Allow(lctx, []ratelimit.Limit{lim})
-	end()
-	switch {
-	case errors.Is(err, ratelimit.ErrInvalidLimit):
-		s.log.ErrorContext(ctx, "rate limit from the policy decision is invalid: call refused", "err", err)
-		return s.fail(ctx, c, "the policy decision's rate limit is invalid")
-	case err != nil && s.cfg.RateLimit.OnError != "allow":
-		s.log.ErrorContext(ctx, "rate limiter unavailable: call refused", "err", err)
-		return s.fail(ctx, c, "the rate limiter is unavailable, so calls are refused")
-	case err != nil:
-		s.log.WarnContext(ctx, "rate limiter unavailable: call allowed by ratelimit.on_error", "err", err)
-	case !res.Allowed:
-		retry := res.RetryAfter.Round(time.Millisecond)
-		msg := fmt.Sprintf("rate limited: %d requests per %s for %s; retry after %s", lim.Requests, lim.Per, name, retry)
-		return s.finish(ctx, c, decRateLimited, msg, mcp.NewToolResultError(msg))
-	}
-
-	// Refuse rather than act unrecorded when the audit trail is failing.
-	if err := s.auditHealthy(); err != nil && s.cfg.Audit.OnError != "allow" {
-		return s.fail(ctx, c, "the audit trail cannot be written, so calls are refused")
+	if tool.Kind == tools.KindMCP { // 6–7 for a tool of an upstream MCP server
+		return s.invokeMCPTool(ctx, c, req, tool, up, args, dec, red)
 	}
 
 	// 6 invoke, with the gateway's assertion of who is calling.
@@ -175,6 +124,91 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 		return s.finish(ctx, c, decAllow, fmt.Sprintf("%s; upstream answered %d", reason, resp.Status), result)
 	}
 	return s.finish(ctx, c, decAllow, reason, result)
+}
+
+// refusal ends an operation before the upstream is called.
+type refusal struct {
+	decision, reason, message string
+}
+
+func denied(reason string) *refusal { return &refusal{decDeny, reason, "denied: " + reason} }
+
+func failed(reason string) *refusal { return &refusal{decError, reason, "error: " + reason} }
+
+// gate runs the steps every operation shares before its upstream is
+// called (4 decide, 5 limit, and the audit trail's health) for the policy
+// input in, about the tool, resource or prompt called name. listed reports
+// whether the policy lists it for the caller (a delegation's scopes
+// included). It returns the allowing decision and its redactor, or why
+// the operation is refused.
+func (s *Server) gate(ctx context.Context, c *call, in *policy.Input, name string, listed func() bool) (policy.Decision, *redact.Redactor, *refusal) {
+	p := c.p
+	in.CacheKey = tokenKeyFrom(ctx) // the policy may reuse a decision for this credential
+	if found := redact.Scan(in.Arguments, s.cfg.Redaction.Detectors); len(found) > 0 {
+		in.Detections = found
+	}
+	pctx, end := s.stage(ctx, telemetry.StagePolicy)
+	policyStart := time.Now()
+	dec, err := s.policy.Decide(pctx, in)
+	if s.tel != nil {
+		s.tel.RecordPolicyEval(pctx, time.Since(policyStart))
+	}
+	end()
+	c.rec.PolicyDecisionID, c.rec.PolicyRevision = dec.ID, dec.Revision
+	if err != nil {
+		s.log.ErrorContext(ctx, "policy evaluation failed: refused", "err", err, "name", name, "subject", p.Subject)
+		return dec, nil, denied("the policy could not decide this call")
+	}
+	if !dec.Allow {
+		return dec, nil, denied(orDefault(dec.Reason, "the policy does not allow this call"))
+	}
+	if d := p.Delegation; d != nil && in.Resource == nil && !delegation.ScopeAllows(d.Scopes, name) {
+		return dec, nil, denied(fmt.Sprintf("delegation %s does not include %s", d.ID, name))
+	}
+	if !listed() {
+		what := "tool"
+		switch {
+		case in.Resource != nil:
+			what = "resource"
+		case in.Prompt != nil:
+			what = "prompt"
+		}
+		return dec, nil, denied("the policy does not list this " + what + " for you")
+	}
+
+	// The redaction rules are checked before the upstream is called: a
+	// decision the gateway cannot apply must not release data.
+	red, err := redact.Compile(redact.Rules{Paths: dec.Redact, Context: dec.Context, Detectors: s.detectors(dec)})
+	if err != nil {
+		s.log.ErrorContext(ctx, "policy decision has unusable redaction rules: refused", "err", err, "name", name)
+		return dec, nil, failed("the policy decision's redaction rules are invalid")
+	}
+
+	// 5 limit.
+	lim := s.limitFor(p, name, dec.RateLimit)
+	lctx, end := s.stage(ctx, telemetry.StageRateLimit)
+	res, err := s.limiter.Allow(lctx, []ratelimit.Limit{lim})
+	end()
+	switch {
+	case errors.Is(err, ratelimit.ErrInvalidLimit):
+		s.log.ErrorContext(ctx, "rate limit from the policy decision is invalid: refused", "err", err)
+		return dec, nil, failed("the policy decision's rate limit is invalid")
+	case err != nil && s.cfg.RateLimit.OnError != "allow":
+		s.log.ErrorContext(ctx, "rate limiter unavailable: refused", "err", err)
+		return dec, nil, failed("the rate limiter is unavailable, so calls are refused")
+	case err != nil:
+		s.log.WarnContext(ctx, "rate limiter unavailable: allowed by ratelimit.on_error", "err", err)
+	case !res.Allowed:
+		retry := res.RetryAfter.Round(time.Millisecond)
+		msg := fmt.Sprintf("rate limited: %d requests per %s for %s; retry after %s", lim.Requests, lim.Per, name, retry)
+		return dec, nil, &refusal{decRateLimited, msg, msg}
+	}
+
+	// Refuse rather than act unrecorded when the audit trail is failing.
+	if err := s.auditHealthy(); err != nil && s.cfg.Audit.OnError != "allow" {
+		return dec, nil, failed("the audit trail cannot be written, so calls are refused")
+	}
+	return dec, red, nil
 }
 
 // maxAuditedName bounds a tool name an agent made up, as it enters the

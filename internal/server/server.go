@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
 	"github.com/agentharness/harness/internal/audit"
@@ -30,6 +31,18 @@ type Catalog interface {
 	Version() uint64
 	Status() map[string]error
 	Refresh(ctx context.Context) error
+
+	// Upstream MCP servers (federation).
+	CallMCP(ctx context.Context, t *tools.Tool, args map[string]any, c *tools.MCPCall) (*mcp.CallToolResult, error)
+	Resources() []*tools.Resource
+	ResourceTemplates() []*tools.ResourceTemplate
+	Prompts() []*tools.Prompt
+	LookupPrompt(name string) (*tools.Prompt, bool)
+	LookupResource(uri string) (*tools.Resource, *tools.ResourceTemplate, bool)
+	ReadResource(ctx context.Context, upstream, uri string, c *tools.MCPCall) (*mcp.ReadResourceResult, error)
+	GetPrompt(ctx context.Context, p *tools.Prompt, args map[string]string, c *tools.MCPCall) (*mcp.GetPromptResult, error)
+	Complete(ctx context.Context, upstream string, params mcp.CompleteParams, c *tools.MCPCall) (*mcp.CompleteResult, error)
+	OnChange(f func())
 }
 
 // Decider is the policy engine.
@@ -138,6 +151,7 @@ func New(o Options) (*Server, error) {
 	}
 	mcpHandler := s.newMCP()
 	s.syncTools()
+	s.catalog.OnChange(s.syncTools) // clients are told of catalogue changes
 
 	mux := http.NewServeMux()
 	mcpChain := chain(mcpHandler, s.recoverer, requestID, s.accessLog, limitBody, s.authenticate, s.bindSession)

@@ -1,0 +1,519 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	mcpserver "github.com/mark3labs/mcp-go/server"
+
+	"github.com/agentharness/harness/delegation"
+	"github.com/agentharness/harness/internal/audit"
+	"github.com/agentharness/harness/internal/authn"
+	"github.com/agentharness/harness/internal/redact"
+	"github.com/agentharness/harness/internal/telemetry"
+	"github.com/agentharness/harness/policy"
+	"github.com/agentharness/harness/tools"
+)
+
+// Federation: the tools, resources and prompts of upstream MCP servers go
+// through the same pipeline as OpenAPI tools (gate in pipeline.go); only
+// invoking the upstream and rendering its answer differ by kind.
+
+// upstreamIdentity is the credential an upstream gets for p's call: the
+// gateway's assertion, or for an upstream with token_exchange a token of
+// the company IdP. Never the agent's own token.
+func (s *Server) upstreamIdentity(ctx context.Context, p *authn.Principal, upstream, name string) (string, *refusal) {
+	hdr := http.Header{}
+	if err := s.attachIdentity(ctx, hdr, p, upstream); err != nil {
+		var ie *identityError
+		if errors.As(err, &ie) {
+			s.log.WarnContext(ctx, "no identity the upstream accepts: refused", "err", err, "cause", ie.cause, "name", name)
+			return "", failed(ie.msg)
+		}
+		s.log.ErrorContext(ctx, "cannot sign the upstream identity assertion", "err", err)
+		return "", failed("the gateway could not sign the identity assertion")
+	}
+	return strings.TrimPrefix(hdr.Get("Authorization"), "Bearer "), nil
+}
+
+// mcpCall is what an upstream call carries for the call ctx belongs to:
+// identity, and the relay of progress, log messages and the upstream's
+// requests to its client (sampling, elicitation, roots) to this client.
+func (s *Server) mcpCall(ctx context.Context, assertion string, meta *mcp.Meta) *tools.MCPCall {
+	c := &tools.MCPCall{Assertion: assertion, Requests: clientRelay{s: s, ctx: ctx}}
+	if meta != nil && meta.ProgressToken != nil {
+		c.ProgressToken = meta.ProgressToken
+	}
+	if srv := mcpserver.ServerFromContext(ctx); srv != nil {
+		c.Notify = func(method string, params map[string]any) {
+			if method == "notifications/progress" && c.ProgressToken == nil {
+				return
+			}
+			_ = srv.SendNotificationToClient(ctx, method, params)
+		}
+	}
+	return c
+}
+
+// clientRelay passes an upstream's request to its client on to the agent
+// whose call caused it (over a legacy session's stream).
+type clientRelay struct {
+	s   *Server
+	ctx context.Context
+}
+
+func (r clientRelay) CreateMessage(_ context.Context, req mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+	return r.s.mcp.RequestSampling(r.ctx, req)
+}
+
+func (r clientRelay) Elicit(_ context.Context, req mcp.ElicitationRequest) (*mcp.ElicitationResult, error) {
+	return r.s.mcp.RequestElicitation(r.ctx, req)
+}
+
+func (r clientRelay) ListRoots(_ context.Context, req mcp.ListRootsRequest) (*mcp.ListRootsResult, error) {
+	return r.s.mcp.RequestRoots(r.ctx, req)
+}
+
+// invokeMCPTool is steps 6–7 for a tool of an upstream MCP server: call it
+// with the caller's identity, redact what it answers, record.
+func (s *Server) invokeMCPTool(ctx context.Context, c *call, req mcp.CallToolRequest, tool *tools.Tool, up *tools.Upstream,
+	args map[string]any, dec policy.Decision, red *redact.Redactor) (*mcp.CallToolResult, error) {
+	assertion, ref := s.upstreamIdentity(ctx, c.p, up.Name, tool.Name)
+	if ref != nil {
+		return s.finish(ctx, c, ref.decision, ref.reason, mcp.NewToolResultError(ref.message))
+	}
+	uctx, end := s.stage(ctx, telemetry.StageUpstream)
+	res, err := s.catalog.CallMCP(uctx, tool, args, s.mcpCall(ctx, assertion, req.Params.Meta))
+	end()
+	if err != nil {
+		s.log.WarnContext(ctx, "upstream call failed", "err", err, "tool", tool.Name)
+		return s.fail(ctx, c, fmt.Sprintf("upstream %s failed: %s", up.Name, mcpUpstreamReason(err)))
+	}
+	_, end = s.stage(ctx, telemetry.StageRedact)
+	out, rep := renderMCP(red, res)
+	end()
+	c.rec.Redactions = rep.Total()
+	if len(rep.Counts) > 0 {
+		c.rec.RedactionKinds = rep.Counts
+	}
+	reason := orDefault(dec.Reason, "allowed by policy")
+	if res.IsError {
+		reason += "; the upstream tool answered with an error"
+	}
+	return s.finish(ctx, c, decAllow, reason, out)
+}
+
+// mcpUpstreamReason is what the agent learns of a failed upstream call.
+func mcpUpstreamReason(err error) string {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timed out"
+	case errors.Is(err, context.Canceled):
+		return "cancelled"
+	case errors.Is(err, tools.ErrTooLarge):
+		return "the response is larger than the gateway accepts"
+	}
+	if strings.Contains(err.Error(), "not connected") || strings.Contains(err.Error(), "connection lost") {
+		return "unreachable"
+	}
+	return "it answered with an error"
+}
+
+// redactor is the part of *redact.Redactor rendering uses.
+type redactor interface {
+	JSON([]byte) ([]byte, redact.Report, error)
+	Text(string) (string, redact.Report)
+	HasContext() bool
+}
+
+// reports sums redaction reports.
+type reports struct{ redact.Report }
+
+func (r *reports) add(o redact.Report) {
+	if len(o.Counts) > 0 && r.Counts == nil {
+		r.Counts = map[string]int{}
+	}
+	for k, v := range o.Counts {
+		r.Counts[k] += v
+	}
+	r.ContextEmpty = r.ContextEmpty || o.ContextEmpty
+}
+
+// redactText redacts one text: as JSON when it is JSON, else by the
+// detectors. Text outside the caller's context cannot be confined unless
+// it is JSON: withheld (ok false) when the decision names a context.
+func redactText(red redactor, text string, rep *reports) (string, bool) {
+	if t := strings.TrimSpace(text); t != "" && (t[0] == '{' || t[0] == '[') && json.Valid([]byte(t)) {
+		out, r, err := red.JSON([]byte(t))
+		if err == nil {
+			rep.add(r)
+			return string(out), !r.ContextEmpty
+		}
+	}
+	if red.HasContext() && text != "" {
+		return "", false
+	}
+	out, r := red.Text(text)
+	rep.add(r)
+	return out, true
+}
+
+// redactResourceContents redacts the text of embedded or read resource
+// contents; blobs pass as they are.
+func redactResourceContents(red redactor, rc mcp.ResourceContents, rep *reports) (mcp.ResourceContents, bool) {
+	if t, ok := rc.(mcp.TextResourceContents); ok {
+		text, ok := redactText(red, t.Text, rep)
+		t.Text = text
+		return t, ok
+	}
+	return rc, true
+}
+
+// renderMCP redacts an upstream tool result, keeping every content type:
+// text and embedded text resources are redacted (as JSON when they are
+// JSON), structuredContent as JSON; images, audio, blobs and resource
+// links pass. A result that cannot be confined to the caller's context is
+// withheld.
+func renderMCP(red redactor, res *mcp.CallToolResult) (*mcp.CallToolResult, redact.Report) {
+	var rep reports
+	withheld := func() (*mcp.CallToolResult, redact.Report) {
+		return mcp.NewToolResultError(redact.NoRecordInContext + ": the result belongs to a context you may not see, or cannot be confined to yours, and is withheld"), rep.Report
+	}
+	out := &mcp.CallToolResult{IsError: res.IsError}
+	for _, ct := range res.Content {
+		switch v := ct.(type) {
+		case mcp.TextContent:
+			text, ok := redactText(red, v.Text, &rep)
+			if !ok {
+				return withheld()
+			}
+			v.Text = text
+			out.Content = append(out.Content, v)
+		case mcp.EmbeddedResource:
+			rc, ok := redactResourceContents(red, v.Resource, &rep)
+			if !ok {
+				return withheld()
+			}
+			v.Resource = rc
+			out.Content = append(out.Content, v)
+		default: // image, audio, resource_link
+			out.Content = append(out.Content, ct)
+		}
+	}
+	if res.StructuredContent != nil {
+		b, err := json.Marshal(res.StructuredContent)
+		if err != nil {
+			return withheld()
+		}
+		red2, r, err := red.JSON(b)
+		if err != nil || r.ContextEmpty {
+			return withheld()
+		}
+		rep.add(r)
+		out.StructuredContent = json.RawMessage(red2)
+	}
+	if out.Content == nil {
+		out.Content = []mcp.Content{}
+	}
+	return out, rep.Report
+}
+
+// op starts the audit record and span of a resource read or prompt get.
+func (s *Server) op(ctx context.Context, action, name, upstream string) (context.Context, *call) {
+	c := &call{start: time.Now(), p: principalFrom(ctx)}
+	c.rec = audit.Record{Action: action, Tool: name, Upstream: upstream, Environment: s.cfg.Environment, Session: sessionFrom(ctx)}
+	if info := mcpserver.RequestProtocolInfoFromContext(ctx); info != nil {
+		c.rec.Protocol = info.ProtocolVersion
+	}
+	ctx = s.startCall(ctx, c)
+	if p := c.p; p != nil {
+		c.rec.Subject, c.rec.Issuer, c.rec.Agent = p.Subject, humanIssuer(p), p.Agent
+		if p.Delegation != nil {
+			c.rec.Delegation = p.Delegation.ID
+		}
+	}
+	return ctx, c
+}
+
+// opError ends a refused or failed resource read or prompt get: audited,
+// and answered with a JSON-RPC error.
+func (s *Server) opError(ctx context.Context, c *call, ref *refusal) error {
+	_, _ = s.finish(ctx, c, ref.decision, ref.reason, nil)
+	return errors.New(ref.message)
+}
+
+// policyResource describes what serves uri to the policy.
+func policyResource(uri string, r *tools.Resource, t *tools.ResourceTemplate) *policy.Resource {
+	if r != nil {
+		return &policy.Resource{URI: uri, Upstream: r.Upstream, Name: r.Name, MimeType: r.MIMEType}
+	}
+	return &policy.Resource{URI: uri, Upstream: t.Upstream, Name: t.Name, MimeType: t.MIMEType}
+}
+
+// readResource is the pipeline of resources/read: the URI is routed to the
+// upstream that listed it (or a matching template), decided (action read),
+// limited, read with the caller's identity, redacted and audited.
+func (s *Server) readResource(ctx context.Context, req mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
+	uri := req.Params.URI
+	r, t, ok := s.catalog.LookupResource(uri)
+	upstream := ""
+	if ok {
+		upstream = policyResource(uri, r, t).Upstream
+	}
+	ctx, c := s.op(ctx, policy.ActionRead, uri, upstream)
+	if c.p == nil {
+		return nil, s.opError(ctx, c, denied("no authenticated principal"))
+	}
+	if !ok {
+		return nil, s.opError(ctx, c, denied("no such resource"))
+	}
+	in := s.input(ctx, c.p, policy.ActionRead)
+	in.Resource = policyResource(uri, r, t)
+	listed := func() bool { return s.resourceAllowed(ctx, c.p, in.Resource) }
+	dec, red, ref := s.gate(ctx, c, in, uri, listed)
+	if ref != nil {
+		return nil, s.opError(ctx, c, ref)
+	}
+	assertion, ref := s.upstreamIdentity(ctx, c.p, upstream, uri)
+	if ref != nil {
+		return nil, s.opError(ctx, c, ref)
+	}
+	uctx, end := s.stage(ctx, telemetry.StageUpstream)
+	res, err := s.catalog.ReadResource(uctx, upstream, uri, s.mcpCall(ctx, assertion, req.Params.Meta))
+	end()
+	if err != nil {
+		s.log.WarnContext(ctx, "upstream read failed", "err", err, "uri", uri)
+		return nil, s.opError(ctx, c, failed(fmt.Sprintf("upstream %s failed: %s", upstream, mcpUpstreamReason(err))))
+	}
+	var rep reports
+	out := make([]mcp.ResourceContents, 0, len(res.Contents))
+	for _, rc := range res.Contents {
+		rc, ok := redactResourceContents(red, rc, &rep)
+		if !ok {
+			return nil, s.opError(ctx, c, denied(redact.NoRecordInContext+": the resource belongs to a context you may not see"))
+		}
+		out = append(out, rc)
+	}
+	c.rec.Redactions = rep.Total()
+	if len(rep.Counts) > 0 {
+		c.rec.RedactionKinds = rep.Counts
+	}
+	_, _ = s.finish(ctx, c, decAllow, orDefault(dec.Reason, "allowed by policy"), nil)
+	return out, nil
+}
+
+// getPrompt is the pipeline of prompts/get (action prompt).
+func (s *Server) getPrompt(ctx context.Context, req mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+	name := req.Params.Name
+	pr, ok := s.catalog.LookupPrompt(name)
+	upstream := ""
+	if ok {
+		upstream = pr.Upstream
+	}
+	ctx, c := s.op(ctx, policy.ActionPrompt, name, upstream)
+	if c.p == nil {
+		return nil, s.opError(ctx, c, denied("no authenticated principal"))
+	}
+	if !ok {
+		return nil, s.opError(ctx, c, denied("no such prompt"))
+	}
+	in := s.input(ctx, c.p, policy.ActionPrompt)
+	in.Prompt = &policy.Prompt{Name: pr.Name, Upstream: pr.Upstream, Operation: pr.Operation}
+	args := map[string]any{}
+	for k, v := range req.Params.Arguments {
+		args[k] = v
+	}
+	in.Arguments = args
+	listed := func() bool { return s.promptAllowed(ctx, c.p, pr) }
+	dec, red, ref := s.gate(ctx, c, in, name, listed)
+	if ref != nil {
+		return nil, s.opError(ctx, c, ref)
+	}
+	assertion, ref := s.upstreamIdentity(ctx, c.p, upstream, name)
+	if ref != nil {
+		return nil, s.opError(ctx, c, ref)
+	}
+	uctx, end := s.stage(ctx, telemetry.StageUpstream)
+	res, err := s.catalog.GetPrompt(uctx, pr, req.Params.Arguments, s.mcpCall(ctx, assertion, req.Params.Meta))
+	end()
+	if err != nil {
+		s.log.WarnContext(ctx, "upstream prompt failed", "err", err, "prompt", name)
+		return nil, s.opError(ctx, c, failed(fmt.Sprintf("upstream %s failed: %s", upstream, mcpUpstreamReason(err))))
+	}
+	var rep reports
+	out := &mcp.GetPromptResult{Description: res.Description, Messages: make([]mcp.PromptMessage, 0, len(res.Messages))}
+	for _, m := range res.Messages {
+		switch v := m.Content.(type) {
+		case mcp.TextContent:
+			text, ok := redactText(red, v.Text, &rep)
+			if !ok {
+				return nil, s.opError(ctx, c, denied(redact.NoRecordInContext+": the prompt belongs to a context you may not see"))
+			}
+			v.Text = text
+			m.Content = v
+		case mcp.EmbeddedResource:
+			rc, ok := redactResourceContents(red, v.Resource, &rep)
+			if !ok {
+				return nil, s.opError(ctx, c, denied(redact.NoRecordInContext+": the prompt belongs to a context you may not see"))
+			}
+			v.Resource = rc
+			m.Content = v
+		}
+		out.Messages = append(out.Messages, m)
+	}
+	c.rec.Redactions = rep.Total()
+	if len(rep.Counts) > 0 {
+		c.rec.RedactionKinds = rep.Counts
+	}
+	_, _ = s.finish(ctx, c, decAllow, orDefault(dec.Reason, "allowed by policy"), nil)
+	return out, nil
+}
+
+// listDecision asks the policy whether p may see one resource or prompt
+// (action list); a failure shows nothing.
+func (s *Server) listDecision(ctx context.Context, p *authn.Principal, in *policy.Input) bool {
+	in.CacheKey = tokenKeyFrom(ctx)
+	dec, err := s.policy.Decide(ctx, in)
+	if err != nil {
+		s.log.ErrorContext(ctx, "policy failed to filter a list: hiding", "err", err)
+		return false
+	}
+	return dec.Allow
+}
+
+func (s *Server) resourceAllowed(ctx context.Context, p *authn.Principal, r *policy.Resource) bool {
+	if d := p.Delegation; d != nil && !delegation.ScopeAllows(d.Scopes, r.Upstream+"_") {
+		return false
+	}
+	in := s.input(ctx, p, policy.ActionList)
+	in.Resource = r
+	return s.listDecision(ctx, p, in)
+}
+
+func (s *Server) promptAllowed(ctx context.Context, p *authn.Principal, pr *tools.Prompt) bool {
+	if d := p.Delegation; d != nil && !delegation.ScopeAllows(d.Scopes, pr.Name) {
+		return false
+	}
+	in := s.input(ctx, p, policy.ActionList)
+	in.Prompt = &policy.Prompt{Name: pr.Name, Upstream: pr.Upstream, Operation: pr.Operation}
+	return s.listDecision(ctx, p, in)
+}
+
+// filterResources hides every resource the policy does not list.
+func (s *Server) filterResources(ctx context.Context, _ any, _ *mcp.ListResourcesRequest, res *mcp.ListResourcesResult) {
+	if res == nil {
+		return
+	}
+	p := principalFrom(ctx)
+	kept := res.Resources[:0]
+	for _, r := range res.Resources {
+		if p == nil {
+			break
+		}
+		if rr, _, ok := s.catalog.LookupResource(r.URI); ok && rr != nil && s.resourceAllowed(ctx, p, policyResource(r.URI, rr, nil)) {
+			kept = append(kept, r)
+		}
+	}
+	res.Resources = kept
+}
+
+// filterTemplates hides every resource template the policy does not list.
+func (s *Server) filterTemplates(ctx context.Context, _ any, _ *mcp.ListResourceTemplatesRequest, res *mcp.ListResourceTemplatesResult) {
+	if res == nil {
+		return
+	}
+	p := principalFrom(ctx)
+	byRaw := map[string]*tools.ResourceTemplate{}
+	for _, t := range s.catalog.ResourceTemplates() {
+		byRaw[t.URITemplate.Raw()] = t
+	}
+	kept := res.ResourceTemplates[:0]
+	for _, rt := range res.ResourceTemplates {
+		if p == nil || rt.URITemplate == nil {
+			break
+		}
+		t := byRaw[rt.URITemplate.Raw()]
+		if t != nil && s.resourceAllowed(ctx, p, policyResource(rt.URITemplate.Raw(), nil, t)) {
+			kept = append(kept, rt)
+		}
+	}
+	res.ResourceTemplates = kept
+}
+
+// filterPrompts hides every prompt the policy does not list.
+func (s *Server) filterPrompts(ctx context.Context, _ any, _ *mcp.ListPromptsRequest, res *mcp.ListPromptsResult) {
+	if res == nil {
+		return
+	}
+	p := principalFrom(ctx)
+	kept := res.Prompts[:0]
+	for _, pr := range res.Prompts {
+		if p == nil {
+			break
+		}
+		if tp, ok := s.catalog.LookupPrompt(pr.Name); ok && s.promptAllowed(ctx, p, tp) {
+			kept = append(kept, pr)
+		}
+	}
+	res.Prompts = kept
+}
+
+// syncFederated registers the catalogue's resources, templates and
+// prompts with mcp-go (which tells sessions their lists changed).
+func (s *Server) syncFederated() {
+	var rs []mcpserver.ServerResource
+	for _, r := range s.catalog.Resources() {
+		rs = append(rs, mcpserver.ServerResource{Resource: r.Resource, Handler: s.readResource})
+	}
+	var ts []mcpserver.ServerResourceTemplate
+	for _, t := range s.catalog.ResourceTemplates() {
+		ts = append(ts, mcpserver.ServerResourceTemplate{Template: t.ResourceTemplate, Handler: s.readResource})
+	}
+	var ps []mcpserver.ServerPrompt
+	for _, p := range s.catalog.Prompts() {
+		ps = append(ps, mcpserver.ServerPrompt{Prompt: p.Prompt, Handler: s.getPrompt})
+	}
+	s.mcp.SetResources(rs...)
+	s.mcp.SetResourceTemplates(ts...)
+	s.mcp.SetPrompts(ps...)
+}
+
+// CompletePromptArgument relays completion/complete for a prompt the
+// caller may get to its upstream (under the server's own name).
+func (s *Server) CompletePromptArgument(ctx context.Context, name string, arg mcp.CompleteArgument, cc mcp.CompleteContext) (*mcp.Completion, error) {
+	p := principalFrom(ctx)
+	pr, ok := s.catalog.LookupPrompt(name)
+	if p == nil || !ok || !s.promptAllowed(ctx, p, pr) {
+		return &mcp.Completion{Values: []string{}}, nil
+	}
+	params := mcp.CompleteParams{Ref: mcp.PromptReference{Type: "ref/prompt", Name: pr.Operation}, Argument: arg, Context: cc}
+	res, err := s.catalog.Complete(ctx, pr.Upstream, params, nil)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: completion failed", pr.Upstream)
+	}
+	return &res.Completion, nil
+}
+
+// CompleteResourceArgument relays completion/complete for a resource
+// template the caller may read.
+func (s *Server) CompleteResourceArgument(ctx context.Context, uri string, arg mcp.CompleteArgument, cc mcp.CompleteContext) (*mcp.Completion, error) {
+	p := principalFrom(ctx)
+	for _, t := range s.catalog.ResourceTemplates() {
+		if t.URITemplate.Raw() != uri || p == nil || !s.resourceAllowed(ctx, p, policyResource(uri, nil, t)) {
+			continue
+		}
+		params := mcp.CompleteParams{Ref: mcp.ResourceReference{Type: "ref/resource", URI: uri}, Argument: arg, Context: cc}
+		res, err := s.catalog.Complete(ctx, t.Upstream, params, nil)
+		if err != nil {
+			return nil, fmt.Errorf("upstream %s: completion failed", t.Upstream)
+		}
+		return &res.Completion, nil
+	}
+	return &mcp.Completion{Values: []string{}}, nil
+}
