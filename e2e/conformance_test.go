@@ -5,6 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -227,6 +231,161 @@ func TestConformance(t *testing.T) {
 	if p := os.Getenv("HARNESS_CONFORMANCE_REPORT"); p != "" {
 		writeConformanceReport(t, p, runs, nil)
 	}
+}
+
+// TestConformanceThroughGateway runs the same scenarios against the gateway
+// binary fronting the fixture as an mcp: upstream with prefix "", and
+// against the fixture directly at the same time. Every check that passes
+// directly must pass through the gateway: a scenario fails when the gateway
+// adds a failed check, unless testdata/conformance-gateway-gaps.yml lists it
+// (the federation features still missing), and a listed gap that no longer
+// fails is stale.
+//
+// The suite has no option to send a bearer token, so it talks to an
+// authenticating reverse proxy on loopback that adds a dev-issuer token
+// (role admin) to every request and passes everything else through
+// unchanged, the Host and Origin headers of the DNS-rebinding probes
+// included.
+func TestConformanceThroughGateway(t *testing.T) {
+	fixture := startFixture(t)
+	iss := startIssuer(t)
+	policyDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(policyDir, "harness.rego"), []byte(readFile(t, "../policy/harness.rego")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The default policy with data for this upstream: admins may do
+	// anything, and the write limit is out of the suite's way.
+	if err := os.WriteFile(filepath.Join(policyDir, "data.json"), []byte(`{
+  "grants": {"admin": {"read": ["*"], "write": ["*"]}},
+  "mcp_upstreams": {"conf": {"tags": ["conformance"]}},
+  "obligations": {"redact": [], "unredacted_roles": ["admin"], "write_rate_limit": {"requests": 100000, "per": "1m"}}
+}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	gw := startGateway(t, fmt.Sprintf(`listen: "{{LISTEN}}"
+public_url: "http://{{LISTEN}}"
+environment: test
+auth:
+  issuers:
+    - issuer: %q
+policy:
+  dir: %q
+ratelimit:
+  default: {requests: 100000, per: 1m}
+upstreams:
+  - name: conf
+    mcp: %q
+    prefix: ""
+    timeout: 20s
+audit:
+  path: "{{DIR}}/audit.log"
+`, iss.URL(), policyDir, fixture))
+	token := mint(t, iss, gw.URL, map[string]any{"sub": "conformance", "roles": []string{"admin"}})
+	proxy := bearerProxy(t, gw.URL, token)
+
+	base := loadConfBaseline(t)
+	gaps := loadConfGaps(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	direct := make([]confRun, len(conformanceRevisions))
+	via := make([]confRun, len(conformanceRevisions))
+	var wg sync.WaitGroup
+	for i, rev := range conformanceRevisions {
+		wg.Go(func() { direct[i] = runConformance(ctx, t, fixture, rev, base) })
+		wg.Go(func() { via[i] = runConformance(ctx, t, proxy+"/mcp", rev, base) })
+	}
+	wg.Wait()
+	if p := os.Getenv("HARNESS_CONFORMANCE_REPORT"); p != "" {
+		writeConformanceReport(t, p, direct, via)
+	}
+	if t.Failed() {
+		return
+	}
+	for i, rev := range conformanceRevisions {
+		t.Run(rev, func(t *testing.T) {
+			for _, name := range direct[i].sortedScenarios() {
+				d := direct[i].Scenarios[name]
+				t.Run(name, func(t *testing.T) {
+					g, ok := via[i].Scenarios[name]
+					if !ok {
+						t.Fatalf("did not run through the gateway\n%s", tail(via[i].Output, 2000))
+					}
+					added := gatewayAdded(d, g)
+					gap, listed := gaps[rev+"/"+name]
+					switch {
+					case len(added) == 0 && listed:
+						t.Errorf("listed in %s (%s) but passes through the gateway as well as directly: remove the entry", conformanceGatewayGaps, gap)
+					case len(added) > 0 && listed:
+						t.Logf("known gateway gap (%s):%s", gap, confScenario{Failed: added}.failures())
+					case len(added) > 0:
+						t.Errorf("passes directly but not through the gateway:%s", confScenario{Failed: added}.failures())
+					}
+				})
+			}
+		})
+	}
+}
+
+const conformanceGatewayGaps = "testdata/conformance-gateway-gaps.yml"
+
+// loadConfGaps reads the scenarios known to fail through the gateway only:
+// "REVISION/scenario" → why.
+func loadConfGaps(t testing.TB) map[string]string {
+	t.Helper()
+	var doc map[string]map[string]string
+	if err := yaml.Unmarshal([]byte(readFile(t, conformanceGatewayGaps)), &doc); err != nil {
+		t.Fatalf("%s: %v", conformanceGatewayGaps, err)
+	}
+	gaps := map[string]string{}
+	for rev, scenarios := range doc {
+		for name, why := range scenarios {
+			gaps[rev+"/"+name] = why
+		}
+	}
+	return gaps
+}
+
+// gatewayAdded is the checks that failed through the gateway but not
+// directly.
+func gatewayAdded(direct, via confScenario) []confCheck {
+	ok := direct.failedIDs()
+	var added []confCheck
+	for _, c := range via.Failed {
+		if !ok[c.ID] {
+			added = append(added, c)
+		}
+	}
+	return added
+}
+
+// bearerProxy is a loopback reverse proxy to target that adds the bearer
+// token to every request; a request for the proxy's own host goes to the
+// target's host, any other Host (a DNS-rebinding probe) passes unchanged.
+func bearerProxy(t testing.TB, target, token string) string {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := ln.Addr().String()
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(u)
+			if r.In.Host != self {
+				r.Out.Host = r.In.Host
+			}
+			r.Out.Header.Set("Authorization", "Bearer "+token)
+		},
+		FlushInterval: -1,
+	}
+	srv := &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return "http://" + self
 }
 
 // tail is the last n bytes of s.
