@@ -155,8 +155,8 @@ func (f *Fixture) openState(s string) (map[string]any, error) {
 	if !ok {
 		return nil, errTamperedState
 	}
-	body, err1 := base64.RawURLEncoding.DecodeString(body64)
-	mac, err2 := base64.RawURLEncoding.DecodeString(mac64)
+	body, err1 := base64.RawURLEncoding.Strict().DecodeString(body64)
+	mac, err2 := base64.RawURLEncoding.Strict().DecodeString(mac64)
 	if err1 != nil || err2 != nil {
 		return nil, errTamperedState
 	}
