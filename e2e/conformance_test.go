@@ -150,15 +150,21 @@ func runConformance(ctx context.Context, t testing.TB, url, revision string, bas
 	return run
 }
 
-// startFixture builds and runs the fixture MCP server over streamable HTTP;
-// it returns its /mcp URL.
-func startFixture(t testing.TB, args ...string) string {
+// buildFixture builds the fixture MCP server's command.
+func buildFixture(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "mcpfixture")
 	build := exec.Command("go", "build", "-o", bin, "../internal/mcpfixture/cmd/mcpfixture")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building the fixture: %v\n%s", err, out)
 	}
+	return bin
+}
+
+// startFixture runs the fixture command bin over streamable HTTP; it
+// returns its /mcp URL.
+func startFixture(t testing.TB, bin string, args ...string) string {
+	t.Helper()
 	addr := freeAddr(t)
 	p := startProcess(t, "mcpfixture", exec.Command(bin, append([]string{"--listen", addr}, args...)...))
 	waitHTTP(t, "http://"+addr+"/healthz", 200, 30*time.Second, p.logs.String)
@@ -185,69 +191,115 @@ func (r confRun) sortedScenarios() []string {
 }
 
 // TestConformance runs the official conformance suite's server scenarios,
-// for 2025-11-25 and 2026-07-28, against the fixture directly. The suite's
-// own verdict on the scenarios each revision scores must be a pass with the
-// expected failures of the baseline (which must not be stale), and every
-// scenario, scored or run for visibility, is a subtest that fails unless it
-// passes or all its failed checks are in the baseline.
+// for 2025-11-25 and 2026-07-28, against the fixture directly and, at the
+// same time, against the gateway binary fronting the fixture as an mcp:
+// upstream with prefix "" (so the suite finds the names it expects), under
+// the default policy.
+//
+// fixture/REV: the suite's own verdict on the scenarios REV scores must be
+// a pass given testdata/conformance-expected-failures.yml (which must not be
+// stale), and every scenario, scored or run for visibility, is a subtest that
+// fails unless it passes or all its failed checks are in that file.
+//
+// gateway/REV: every check that passes directly must pass through the
+// gateway. A scenario fails when the gateway adds a failed check, unless
+// testdata/conformance-gateway-gaps.yml lists it (the federation features
+// still missing); a listed gap that no longer fails is stale and fails.
+//
+// The suite has no option to send a bearer token, so it reaches the gateway
+// through an authenticating reverse proxy on loopback that adds a dev-issuer
+// token (role admin) to every request and passes everything else unchanged,
+// the Host and Origin headers of the DNS-rebinding probes included.
 func TestConformance(t *testing.T) {
-	fixture := startFixture(t)
+	bin := buildFixture(t)
+	fixture := startFixture(t, bin)
+	// The gateway fronts a fixture of its own: the scenarios change the
+	// fixture's lists, and the two runs must not see each other's changes.
+	proxy := conformanceGateway(t, startFixture(t, bin))
 	base := loadConfBaseline(t)
+	gaps := loadConfGaps(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	runs := make([]confRun, len(conformanceRevisions))
+	direct := make([]confRun, len(conformanceRevisions))
+	via := make([]confRun, len(conformanceRevisions))
 	var wg sync.WaitGroup
 	for i, rev := range conformanceRevisions {
-		wg.Go(func() { runs[i] = runConformance(ctx, t, fixture, rev, base) })
+		wg.Go(func() { direct[i] = runConformance(ctx, t, fixture, rev, base) })
+		wg.Go(func() { via[i] = runConformance(ctx, t, proxy+"/mcp", rev, base) })
 	}
 	wg.Wait()
+	if p := os.Getenv("HARNESS_CONFORMANCE_REPORT"); p != "" && !t.Failed() {
+		writeConformanceReport(t, p, direct, via)
+	}
 	if t.Failed() {
 		return
 	}
-	for _, run := range runs {
-		t.Run(run.Revision, func(t *testing.T) {
-			var exit *exec.ExitError
-			if run.ExitErr != nil && !errors.As(run.ExitErr, &exit) {
-				t.Fatalf("running the suite: %v", run.ExitErr)
-			}
-			if run.ExitErr != nil {
-				t.Errorf("the suite's verdict against the fixture with %s: %v\n%s", conformanceExpectedFailures, run.ExitErr, tail(run.Output, 4000))
-			}
-			for _, name := range run.sortedScenarios() {
-				sc := run.Scenarios[name]
-				t.Run(name, func(t *testing.T) {
-					switch {
-					case sc.passed():
-					case sc.Expected:
-						t.Logf("fails as expected (%s):%s", conformanceExpectedFailures, sc.failures())
-					default:
-						t.Errorf("fails against the fixture and is not in %s:%s", conformanceExpectedFailures, sc.failures())
-					}
-				})
+	t.Run("fixture", func(t *testing.T) {
+		for _, run := range direct {
+			t.Run(run.Revision, func(t *testing.T) { checkFixtureRun(t, run) })
+		}
+	})
+	t.Run("gateway", func(t *testing.T) {
+		for i, rev := range conformanceRevisions {
+			t.Run(rev, func(t *testing.T) { checkGatewayRun(t, direct[i], via[i], gaps) })
+		}
+	})
+}
+
+// checkFixtureRun judges a direct run: the suite's verdict and every
+// scenario against the baseline.
+func checkFixtureRun(t *testing.T, run confRun) {
+	var exit *exec.ExitError
+	if run.ExitErr != nil && !errors.As(run.ExitErr, &exit) {
+		t.Fatalf("running the suite: %v", run.ExitErr)
+	}
+	if run.ExitErr != nil {
+		t.Errorf("the suite's verdict against the fixture with %s: %v\n%s", conformanceExpectedFailures, run.ExitErr, tail(run.Output, 4000))
+	}
+	for _, name := range run.sortedScenarios() {
+		sc := run.Scenarios[name]
+		t.Run(name, func(t *testing.T) {
+			switch {
+			case sc.passed():
+			case sc.Expected:
+				t.Logf("fails as expected (%s):%s", conformanceExpectedFailures, sc.failures())
+			default:
+				t.Errorf("fails against the fixture and is not in %s:%s", conformanceExpectedFailures, sc.failures())
 			}
 		})
 	}
-	if p := os.Getenv("HARNESS_CONFORMANCE_REPORT"); p != "" {
-		writeConformanceReport(t, p, runs, nil)
+}
+
+// checkGatewayRun judges a run through the gateway against the direct run
+// of the same revision.
+func checkGatewayRun(t *testing.T, direct, via confRun, gaps map[string]string) {
+	for _, name := range direct.sortedScenarios() {
+		d := direct.Scenarios[name]
+		t.Run(name, func(t *testing.T) {
+			g, ok := via.Scenarios[name]
+			if !ok {
+				t.Fatalf("did not run through the gateway\n%s", tail(via.Output, 2000))
+			}
+			added := gatewayAdded(d, g)
+			gap, listed := gaps[direct.Revision+"/"+name]
+			switch {
+			case len(added) == 0 && listed:
+				t.Errorf("listed in %s (%s) but passes through the gateway as well as directly: remove the entry", conformanceGatewayGaps, gap)
+			case len(added) > 0 && listed:
+				t.Logf("known gateway gap (%s):%s", gap, confScenario{Failed: added}.failures())
+			case len(added) > 0:
+				t.Errorf("passes directly but not through the gateway:%s", confScenario{Failed: added}.failures())
+			}
+		})
 	}
 }
 
-// TestConformanceThroughGateway runs the same scenarios against the gateway
-// binary fronting the fixture as an mcp: upstream with prefix "", and
-// against the fixture directly at the same time. Every check that passes
-// directly must pass through the gateway: a scenario fails when the gateway
-// adds a failed check, unless testdata/conformance-gateway-gaps.yml lists it
-// (the federation features still missing), and a listed gap that no longer
-// fails is stale.
-//
-// The suite has no option to send a bearer token, so it talks to an
-// authenticating reverse proxy on loopback that adds a dev-issuer token
-// (role admin) to every request and passes everything else through
-// unchanged, the Host and Origin headers of the DNS-rebinding probes
-// included.
-func TestConformanceThroughGateway(t *testing.T) {
-	fixture := startFixture(t)
+// conformanceGateway starts the gateway with the fixture at fixtureURL as
+// the mcp: upstream "conf" (prefix "") and returns the URL of the
+// authenticating proxy in front of it.
+func conformanceGateway(t *testing.T, fixtureURL string) string {
+	t.Helper()
 	iss := startIssuer(t)
 	policyDir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(policyDir, "harness.rego"), []byte(readFile(t, "../policy/harness.rego")), 0o600); err != nil {
@@ -279,51 +331,9 @@ upstreams:
     timeout: 20s
 audit:
   path: "{{DIR}}/audit.log"
-`, iss.URL(), policyDir, fixture))
+`, iss.URL(), policyDir, fixtureURL))
 	token := mint(t, iss, gw.URL, map[string]any{"sub": "conformance", "roles": []string{"admin"}})
-	proxy := bearerProxy(t, gw.URL, token)
-
-	base := loadConfBaseline(t)
-	gaps := loadConfGaps(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	direct := make([]confRun, len(conformanceRevisions))
-	via := make([]confRun, len(conformanceRevisions))
-	var wg sync.WaitGroup
-	for i, rev := range conformanceRevisions {
-		wg.Go(func() { direct[i] = runConformance(ctx, t, fixture, rev, base) })
-		wg.Go(func() { via[i] = runConformance(ctx, t, proxy+"/mcp", rev, base) })
-	}
-	wg.Wait()
-	if p := os.Getenv("HARNESS_CONFORMANCE_REPORT"); p != "" {
-		writeConformanceReport(t, p, direct, via)
-	}
-	if t.Failed() {
-		return
-	}
-	for i, rev := range conformanceRevisions {
-		t.Run(rev, func(t *testing.T) {
-			for _, name := range direct[i].sortedScenarios() {
-				d := direct[i].Scenarios[name]
-				t.Run(name, func(t *testing.T) {
-					g, ok := via[i].Scenarios[name]
-					if !ok {
-						t.Fatalf("did not run through the gateway\n%s", tail(via[i].Output, 2000))
-					}
-					added := gatewayAdded(d, g)
-					gap, listed := gaps[rev+"/"+name]
-					switch {
-					case len(added) == 0 && listed:
-						t.Errorf("listed in %s (%s) but passes through the gateway as well as directly: remove the entry", conformanceGatewayGaps, gap)
-					case len(added) > 0 && listed:
-						t.Logf("known gateway gap (%s):%s", gap, confScenario{Failed: added}.failures())
-					case len(added) > 0:
-						t.Errorf("passes directly but not through the gateway:%s", confScenario{Failed: added}.failures())
-					}
-				})
-			}
-		})
-	}
+	return bearerProxy(t, gw.URL, token)
 }
 
 const conformanceGatewayGaps = "testdata/conformance-gateway-gaps.yml"
