@@ -105,6 +105,7 @@ func (f *Fixture) addTools() {
 	s.AddTool(mcp.NewTool("test_sampling", none("Asks the client's LLM"),
 		mcp.WithString("prompt", mcp.Description("The prompt to send to the LLM"), mcp.Required())),
 		func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			//lint:ignore SA1019 the 2025-11-25 scenario tests exactly this server-to-client request
 			res, err := s.RequestSampling(ctx, mcp.CreateMessageRequest{
 				Request: mcp.Request{Method: string(mcp.MethodSamplingCreateMessage)},
 				CreateMessageParams: mcp.CreateMessageParams{
