@@ -44,6 +44,9 @@ const (
 	probeEvery = 15 * time.Second
 )
 
+// legacyStdioVersion is the protocol revision spoken to command upstreams.
+const legacyStdioVersion = "2025-11-25"
+
 // AssertionMeta is the _meta key that carries the identity assertion to a
 // command (stdio) upstream.
 const AssertionMeta = "harness/assertion"
@@ -275,6 +278,10 @@ func (m *mcpConn) connect(ctx context.Context) (cli *client.Client, lost chan st
 			return nil, nil, nil, nil, err
 		}
 		proc, tr, exited = p, stdio, ex
+		// Over stdio the session-based revision carries what relaying
+		// needs (notifications and requests of a call on the one stream);
+		// stdio servers in use speak it.
+		opts = append(opts, client.WithProtocolVersion(legacyStdioVersion))
 	default:
 		return nil, nil, nil, nil, errors.New("neither mcp nor command is set")
 	}
