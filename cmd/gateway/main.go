@@ -10,6 +10,8 @@
 //	gateway audit tail FILE         follow the audit trail, filtered
 //	gateway policy test [DIR]       run the Rego tests of a policy
 //	gateway policy eval --input F   print the decision for one input
+//	gateway tools pins --config F   list pinned MCP tool definitions and changes
+//	gateway tools approve --config F TOOL|--all  approve changed definitions
 //	gateway version                 print the version
 package main
 
@@ -39,6 +41,7 @@ Commands:
   validate  check a configuration file and list every problem
   audit     verify, show or tail the audit trail
   policy    test a policy or evaluate one input
+  tools     list or approve the pinned tool definitions of MCP upstreams
   version   print the version
 
 Run 'gateway <command> --help' for a command's flags.
@@ -92,6 +95,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdAudit(ctx, rest, stdout, stderr)
 	case "policy":
 		return cmdPolicy(ctx, rest, stdout, stderr)
+	case "tools":
+		return cmdTools(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "gateway", version)
 		return nil

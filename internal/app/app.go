@@ -20,6 +20,7 @@ import (
 	"github.com/agentharness/harness/internal/config"
 	"github.com/agentharness/harness/internal/idpexchange"
 	"github.com/agentharness/harness/internal/oauth"
+	"github.com/agentharness/harness/internal/pins"
 	"github.com/agentharness/harness/internal/ratelimit"
 	"github.com/agentharness/harness/internal/server"
 	"github.com/agentharness/harness/internal/store"
@@ -233,7 +234,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		Config: cfg, Logger: log, Version: version,
 		Authn: an, Catalog: catalog, Policy: pol, Limiter: limiter,
 		Sessions: st, Audit: auditLog, Client: upstreamClient, Ready: ready,
-		Identity: keys, Exchangers: exchangers, Revocations: st,
+		Identity: keys, Exchangers: exchangers, Revocations: st, Pins: pins.New(st),
 		Telemetry:           tel,
 		WrapMCP:             func(h http.Handler) http.Handler { return tel.HTTPHandler(h, "mcp") },
 		Routes:              routes,

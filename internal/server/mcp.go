@@ -134,9 +134,10 @@ func (s *Server) filterList(ctx context.Context, _ any, _ *mcp.ListToolsRequest,
 		return
 	}
 	vis := s.visible(ctx, p)
+	held := s.withheldTools(ctx)
 	kept := res.Tools[:0]
 	for _, t := range res.Tools {
-		if vis[t.Name] {
+		if _, h := held[t.Name]; vis[t.Name] && !h {
 			kept = append(kept, t)
 		}
 	}

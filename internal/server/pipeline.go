@@ -76,6 +76,10 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 		args = map[string]any{}
 	}
 
+	if why, held := s.withheldTools(ctx)[name]; held { // a changed definition awaits approval
+		return s.deny(ctx, c, why)
+	}
+
 	// 4 decide, 5 limit.
 	in := s.input(ctx, p, policy.ActionCall)
 	in.Tool = policyTool(tool)

@@ -90,6 +90,9 @@ type Options struct {
 	// Revocations answers whether a delegation was revoked; required when
 	// delegation tokens are accepted.
 	Revocations Revocations
+	// Pins keeps the approved definitions of MCP upstreams' tools; nil
+	// turns pinning off.
+	Pins Pinner
 	// AuthorizationServer, when set, lists the gateway itself (public_url)
 	// first among the authorization servers of the protected-resource
 	// metadata: the gateway is the OAuth authorization server copilots use.
@@ -114,6 +117,8 @@ type Server struct {
 	tel        Telemetry
 	revoked    Revocations
 	selfAS     bool
+	pins       Pinner
+	pinSt      pinState
 
 	mcp          *mcpserver.MCPServer
 	handler      http.Handler
@@ -138,7 +143,7 @@ func New(o Options) (*Server, error) {
 		authn: o.Authn, catalog: o.Catalog, policy: o.Policy, limiter: o.Limiter,
 		sessions: o.Sessions, audit: o.Audit, client: o.Client, ready: o.Ready,
 		identity: o.Identity, exchangers: o.Exchangers, tel: o.Telemetry, revoked: o.Revocations,
-		selfAS: o.AuthorizationServer,
+		selfAS: o.AuthorizationServer, pins: o.Pins,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -151,7 +156,10 @@ func New(o Options) (*Server, error) {
 	}
 	mcpHandler := s.newMCP()
 	s.syncTools()
-	s.catalog.OnChange(s.syncTools) // clients are told of catalogue changes
+	s.catalog.OnChange(func() { // clients are told of catalogue changes; changed definitions are audited
+		s.syncTools()
+		go s.withheldTools(context.Background())
+	})
 
 	mux := http.NewServeMux()
 	mcpChain := chain(mcpHandler, s.recoverer, requestID, s.accessLog, limitBody, s.authenticate, s.bindSession)

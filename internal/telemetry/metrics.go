@@ -22,6 +22,7 @@ const (
 	MetricRedactions       = "harness.redactions"
 	MetricPolicyDuration   = "harness.policy.evaluation.duration"
 	MetricUpstreamStatus   = "harness.upstream.responses"
+	MetricToolsWithheld    = "harness.tools.withheld"
 )
 
 // maxAttrSets bounds the distinct attribute sets per instrument; beyond it,
@@ -66,7 +67,20 @@ func (t *Telemetry) instruments() error {
 		metric.WithDescription("Upstream HTTP responses by upstream and status code.")); err != nil {
 		return err
 	}
+	if t.withheld, err = m.Int64Gauge(MetricToolsWithheld, metric.WithUnit("{tool}"),
+		metric.WithDescription("Tools of upstream MCP servers withheld because their definition changed since it was approved.")); err != nil {
+		return err
+	}
 	return nil
+}
+
+// RecordWithheld sets the number of tools withheld for a changed
+// definition (pin: strict) until approved.
+func (t *Telemetry) RecordWithheld(ctx context.Context, n int) {
+	if t == nil {
+		return
+	}
+	t.withheld.Record(ctx, int64(n))
 }
 
 // attrCache keeps one precomputed measurement option per attribute

@@ -84,6 +84,7 @@ type Telemetry struct {
 	redactions   metric.Int64Counter
 	policy       metric.Float64Histogram
 	upstream     metric.Int64Counter
+	withheld     metric.Int64Gauge
 
 	callAttrs     attrCache[[2]string]
 	stageAttrs    attrCache[string]
