@@ -449,12 +449,17 @@ func TestDemoCommand(t *testing.T) {
 	}
 	for _, e := range eras {
 		c := connect(t, mcpURL, token, e)
-		if names := listNames(t, c); !slices.Contains(names, "crm_get_customer") {
+		if names := listNames(t, c); !slices.Contains(names, "crm_get_customer") || !slices.Contains(names, "handbook_search_handbook") {
 			t.Errorf("%s: demo tools: %v", e.name, names)
 		}
 		res := callTool(t, c, "crm_get_customer", map[string]any{"customer_id": "c-1"})
 		if res.IsError {
 			t.Errorf("%s: alice cannot read a customer in the demo: %s", e.name, resultText(res))
+		}
+		// The built-in MCP server is federated next to the sample API.
+		res = callTool(t, c, "handbook_search_handbook", map[string]any{"query": "refund"})
+		if res.IsError || !strings.Contains(resultText(res), "Refunds:") {
+			t.Errorf("%s: alice cannot search the handbook in the demo: %s", e.name, resultText(res))
 		}
 	}
 }

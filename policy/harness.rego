@@ -128,7 +128,15 @@ rate_limit := data.obligations.write_rate_limit if {
 
 tenant_context := {"tenant_id": [input.subject.claims.tenant]} if {
 	is_string(input.subject.claims.tenant)
+	tenant_records
 } else := {}
+
+# Results hold tenant records: those of OpenAPI tools, and of MCP upstreams
+# that say so (data.mcp_upstreams.<name>.tenant_records). Plain text cannot
+# be confined to a tenant and is withheld under a context.
+tenant_records if not mcp_kind
+
+tenant_records if data.mcp_upstreams[upstream].tenant_records == true
 
 # The decision. Listing needs only allow, a cheaper answer for each tool of a
 # tools/list. An allowed call carries its obligations ("rate_limit": null and

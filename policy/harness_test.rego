@@ -259,15 +259,15 @@ mcp_tool(upstream, ann) := {
 mcp_req(roles, action, t) := object.union(req(roles, "GET", []), {"action": action, "tool": t})
 
 test_mcp_read_only_tool_counts_as_read if {
-	d := decide(mcp_req(["support"], "call", mcp_tool("samplemcp", {"readOnlyHint": true})))
+	d := decide(mcp_req(["support"], "call", mcp_tool("handbook", {"readOnlyHint": true})))
 	d.allow == true
-	d.reason == "support may read docs"
+	d.reason == "support may read handbook"
 }
 
 test_mcp_tool_without_hint_is_a_write if {
-	d := decide(mcp_req(["support"], "call", mcp_tool("samplemcp", {})))
+	d := decide(mcp_req(["support"], "call", mcp_tool("handbook", {})))
 	d.allow == false
-	d.reason == "no role of alice grants write on docs"
+	d.reason == "no role of alice grants write on handbook"
 }
 
 test_mcp_unknown_upstream_denied_even_to_admin if {
@@ -279,17 +279,24 @@ test_mcp_unknown_upstream_denied_even_to_admin if {
 }
 
 test_mcp_resource_read_by_role if {
-	x := json.remove(object.union(req(["support"], "GET", []), {"action": "read", "resource": {"uri": "docs://a", "upstream": "samplemcp", "name": "a", "mime_type": "text/plain"}}), ["tool"])
+	x := json.remove(object.union(req(["support"], "GET", []), {"action": "read", "resource": {"uri": "docs://a", "upstream": "handbook", "name": "a", "mime_type": "text/plain"}}), ["tool"])
 	decide(x).allow == true
-	y := json.remove(object.union(req(["nobody"], "GET", []), {"action": "read", "resource": {"uri": "docs://a", "upstream": "samplemcp", "name": "a", "mime_type": ""}}), ["tool"])
+	y := json.remove(object.union(req(["nobody"], "GET", []), {"action": "read", "resource": {"uri": "docs://a", "upstream": "handbook", "name": "a", "mime_type": ""}}), ["tool"])
 	decide(y).allow == false
 }
 
 test_mcp_prompt_by_role_and_delegation if {
-	base := json.remove(object.union(req(["support"], "GET", []), {"action": "prompt", "prompt": {"name": "samplemcp_greet", "upstream": "samplemcp", "operation": "greet"}}), ["tool"])
+	base := json.remove(object.union(req(["support"], "GET", []), {"action": "prompt", "prompt": {"name": "handbook_greet", "upstream": "handbook", "operation": "greet"}}), ["tool"])
 	decide(base).allow == true
 	scoped := object.union(base, {"delegation": {"id": "d1", "scopes": ["tool:crm_*"], "expires_at": ""}})
 	decide(scoped).allow == false
-	covered := object.union(base, {"delegation": {"id": "d1", "scopes": ["tool:samplemcp_*"], "expires_at": ""}})
+	covered := object.union(base, {"delegation": {"id": "d1", "scopes": ["tool:handbook_*"], "expires_at": ""}})
 	decide(covered).allow == true
+}
+
+test_mcp_tenant_context_only_where_the_upstream_holds_tenant_records if {
+	base := object.union(mcp_req(["support"], "call", mcp_tool("handbook", {"readOnlyHint": true})), {"subject": {"iss": "https://idp", "sub": "u1", "email": "", "name": "alice", "roles": ["support"], "claims": {"tenant": "acme"}}})
+	decide(base).context == {}
+	d := decide(base) with data.mcp_upstreams.handbook.tenant_records as true
+	d.context == {"tenant_id": ["acme"]}
 }

@@ -353,6 +353,7 @@ func (m *mcpConn) probe(ctx context.Context, cli *client.Client, fail func(error
 		if mcp.IsModernProtocol(cli.ProtocolVersion()) {
 			_, err = cli.ListToolsByPage(pctx, mcp.ListToolsRequest{})
 		} else {
+			//lint:ignore SA1019 a legacy session's liveness is only known by ping
 			err = cli.Ping(pctx)
 		}
 		cancel()
@@ -601,8 +602,12 @@ func (m *mcpConn) do(ctx context.Context, c *MCPCall, f func(context.Context, *c
 	ctx, cancel := context.WithTimeout(ctx, m.up.Timeout)
 	defer cancel()
 	ctx = context.WithValue(ctx, callKey{}, c)
-	tok, end := m.begin(c)
-	defer end()
+	tok := ""
+	if c.Notify != nil || c.Requests != nil || c.ProgressToken != nil { // a call to relay for
+		var end func()
+		tok, end = m.begin(c)
+		defer end()
+	}
 	for attempt := 0; ; attempt++ {
 		cli, err := m.waitReady(ctx, attempt > 0)
 		if err != nil {

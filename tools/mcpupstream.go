@@ -375,6 +375,7 @@ func (m *mcpConn) setLevel(ctx context.Context, level mcp.LoggingLevel) error {
 		}
 		req := mcp.SetLevelRequest{}
 		req.Params.Level = level
+		//lint:ignore SA1019 forwarded for agents that still set a level
 		return cli.SetLevel(ctx, req)
 	})
 }

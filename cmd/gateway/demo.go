@@ -16,6 +16,7 @@ import (
 	"github.com/agentharness/harness/internal/config"
 	"github.com/agentharness/harness/internal/devissuer"
 	"github.com/agentharness/harness/internal/sampleapi"
+	"github.com/agentharness/harness/internal/samplemcp"
 )
 
 // demoUser is a sample human of the demo.
@@ -72,6 +73,12 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("sample API: %w", err)
 	}
 	defer stopAPI(context.Background())
+	handbookURL, stopHandbook, err := samplemcp.Start(ctx, "127.0.0.1:0")
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("sample MCP server: %w", err)
+	}
+	defer stopHandbook(context.Background())
 
 	// The development issuer doubles as the company IdP humans sign in at
 	// when a copilot connects by OAuth (no password: pick a sample user).
@@ -117,13 +124,15 @@ upstreams:
   - name: crm
     base_url: %q
     openapi: %q
+  - name: handbook
+    mcp: %q
 audit:
   path: %q
 oauth:
   login_issuer: %q
   client_id: %q
   client_secret: %q
-`, addr, publicURL, iss.URL(), apiURL, apiURL+"/openapi.json", *auditPath, iss.URL(), demoOAuthClient, oauthSecret)
+`, addr, publicURL, iss.URL(), apiURL, apiURL+"/openapi.json", handbookURL, *auditPath, iss.URL(), demoOAuthClient, oauthSecret)
 	cfg, err := config.Parse([]byte(yaml), func(string) (string, bool) { return "", false })
 	if err != nil {
 		ln.Close()
@@ -146,15 +155,15 @@ oauth:
 	}
 	log.Warn("DEMO MODE: a development issuer with an ephemeral key signs the sample tokens. Not for production.")
 	return serve(ctx, cfg, log, 5*time.Second, ln, func() {
-		printDemo(stdout, cfg.ResourceURL(), apiURL, iss.URL(), *auditPath, tokens)
+		printDemo(stdout, cfg.ResourceURL(), apiURL, handbookURL, iss.URL(), *auditPath, tokens)
 	})
 }
 
-func printDemo(w io.Writer, mcpURL, apiURL, issuerURL, auditPath string, tokens []string) {
+func printDemo(w io.Writer, mcpURL, apiURL, handbookURL, issuerURL, auditPath string, tokens []string) {
 	var b strings.Builder
 	line := strings.Repeat("─", 78)
 	fmt.Fprintf(&b, "\n%s\n Harness demo — NOT FOR PRODUCTION (development issuer, ephemeral keys)\n%s\n\n", line, line)
-	fmt.Fprintf(&b, "  MCP endpoint   %s\n  sample API     %s  (upstream \"crm\")\n  dev issuer     %s\n  audit trail    %s\n\n", mcpURL, apiURL, issuerURL, auditPath)
+	fmt.Fprintf(&b, "  MCP endpoint   %s\n  sample API     %s  (upstream \"crm\", OpenAPI)\n  sample MCP     %s  (upstream \"handbook\", federated MCP server:\n                 tool handbook_search_handbook, handbook:// resources, prompt handbook_reply_to_customer)\n  dev issuer     %s\n  audit trail    %s\n\n", mcpURL, apiURL, handbookURL, issuerURL, auditPath)
 	base := strings.TrimSuffix(mcpURL, "/mcp")
 	b.WriteString("Connect a copilot by OAuth (no token to paste): give it only the MCP URL above.\n")
 	b.WriteString("It discovers Harness, registers, and opens a browser: pick alice, bob or carol at the\n")
