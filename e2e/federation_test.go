@@ -484,6 +484,18 @@ audit:
 	if n := docs.count(t, "echo"); n != served {
 		t.Errorf("the upstream served the withheld tool %d times", n-served)
 	}
+	metrics := func(url string) string {
+		resp, err := http.Get(url + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if m := metrics(a.URL); !strings.Contains(m, "harness_tools_withheld 1") {
+		t.Errorf("metrics lack harness_tools_withheld 1:\n%s", m)
+	}
 	eventually(t, "the change is audited", func() bool {
 		return strings.Contains(readFile(t, a.AuditPath)+readFile(t, b.AuditPath), `"kind":"tool_changed"`)
 	})

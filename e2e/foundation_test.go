@@ -472,7 +472,7 @@ func TestValidateCommand(t *testing.T) {
 	if err == nil {
 		t.Fatalf("a bad config validated:\n%s", out)
 	}
-	for _, want := range []string{"listen:", "auth.issuers[0].audience: unknown key", "upstreams[0].base_url", "upstreams[0].openapi", "frobnicate: unknown key"} {
+	for _, want := range []string{"listen:", "auth.issuers[0].audience: unknown key", "upstreams[0].base_url", "upstreams[0]: one of openapi", "frobnicate: unknown key"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("validate output lacks %q:\n%s", want, out)
 		}

@@ -69,6 +69,10 @@ func build(scheme string) *server.MCPServer {
 				_ = server.ServerFromContext(ctx).SendNotificationToClient(ctx, "notifications/progress",
 					map[string]any{"progressToken": req.Params.Meta.ProgressToken, "progress": p, "total": 100})
 			}
+			// mcp-go's stdio server writes notifications from another
+			// goroutine than results: let them leave first, as a server
+			// still working would.
+			time.Sleep(300 * time.Millisecond)
 		}
 		return mcp.NewToolResultText("progressed"), nil
 	})
