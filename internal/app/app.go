@@ -25,6 +25,7 @@ import (
 	"github.com/agentharness/harness/internal/telemetry"
 	"github.com/agentharness/harness/policy"
 	"github.com/agentharness/harness/tools"
+	"github.com/redis/go-redis/v9"
 )
 
 // App is a wired gateway and what must be closed when it stops.
@@ -73,7 +74,20 @@ func (a *App) Close(ctx context.Context) {
 // Build wires every part from cfg. It fails on what cannot work (a broken
 // policy, an unwritable audit file); an unreachable upstream or IdP is
 // reported and retried, never fatal. version names the build in telemetry.
-func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version string) (_ *App, err error) {
+func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version string) (*App, error) {
+	return BuildWith(ctx, cfg, log, version, Options{})
+}
+
+// Options are the operator's start-time choices that are not configuration.
+type Options struct {
+	// AcceptNewAuditOrigin lets an audit log with records start a checkpoint
+	// history when no witness holds one for its origin
+	// (gateway serve --accept-new-audit-origin).
+	AcceptNewAuditOrigin bool
+}
+
+// BuildWith is Build with start-time options.
+func BuildWith(ctx context.Context, cfg *config.Config, log *slog.Logger, version string, opts Options) (_ *App, err error) {
 	app := &App{}
 	defer func() {
 		if err != nil {
@@ -104,10 +118,11 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 	// Shared state: Redis when configured, memory otherwise.
 	var st store.Store
 	var limiter ratelimit.Limiter
+	var rdb redis.UniversalClient
 	ready := map[string]func(context.Context) error{}
 	if cfg.RateLimit.RedisURL != "" {
 		rt := cfg.RateLimit.RedisTimeout.D()
-		rdb, err := ratelimit.ParseRedisURL(cfg.RateLimit.RedisURL, rt)
+		rdb, err = ratelimit.ParseRedisURL(cfg.RateLimit.RedisURL, rt)
 		if err != nil {
 			return nil, fmt.Errorf("ratelimit.redis_url: %w", err)
 		}
@@ -175,15 +190,32 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		log.Info("upstream", "name", u.Name, "base_url", u.BaseURL, "tools", n)
 	}
 
+	anchor, err := auditAnchor(ctx, cfg, rdb, log, opts)
+	if err != nil {
+		return nil, err
+	}
 	auditLog, err := audit.Open(ctx, audit.Config{
 		Path: cfg.Audit.Path, Fsync: cfg.Audit.Fsync,
 		MaxSize: int64(cfg.Audit.MaxSizeMB) << 20, MaxFiles: cfg.Audit.MaxFiles,
+		Merkle: anchor != nil,
 	}, log.With("component", "audit"))
 	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
 	app.closers = append(app.closers, func(context.Context) error { return auditLog.Close() })
 	log.Info("audit trail", "path", cfg.Audit.Path, "fsync", cfg.Audit.Fsync, "on_error", cfg.Audit.OnError)
+	if anchor != nil {
+		pub, err := anchor.start(auditLog, log)
+		if err != nil {
+			return nil, fmt.Errorf("audit checkpoints: %w", err)
+		}
+		app.closers = append(app.closers, func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			return pub.Close(ctx)
+		})
+		ready["audit_checkpoint"] = pub.Ready
+	}
 
 	exchange := &delegation.Exchange{
 		Keys: keys, Revocations: st, Issuer: cfg.PublicURL, Audience: cfg.ResourceURL(),

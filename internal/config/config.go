@@ -181,6 +181,25 @@ type Audit struct {
 	MaxSizeMB int `yaml:"max_size_mb"`
 	// MaxFiles is how many rotated files are kept; 0 keeps all.
 	MaxFiles int `yaml:"max_files"`
+	// Checkpoint signs and publishes checkpoints of the trail's Merkle tree.
+	Checkpoint Checkpoint `yaml:"checkpoint"`
+}
+
+// Checkpoint configures signed checkpoints of the audit trail (C2SP
+// tlog-checkpoint, signed as a note). Empty key: off.
+type Checkpoint struct {
+	// Key is the note signer key file (`gateway audit keygen NAME` writes
+	// NAME.key and NAME.pub).
+	Key string `yaml:"key"`
+	// Every is how often a checkpoint is signed and published (default 10s,
+	// at least 1s); one is also published on shutdown.
+	Every Duration `yaml:"every"`
+	// Witness lists where checkpoints go: "redis" (ratelimit.redis_url),
+	// "file:PATH" (replaced atomically) or an https:// URL (POST).
+	Witness []string `yaml:"witness"`
+	// Replica names this replica in the checkpoint origin
+	// (<public_url host>/audit/<replica>); default: the host name.
+	Replica string `yaml:"replica"`
 }
 
 // Telemetry configures OpenTelemetry.
@@ -214,7 +233,7 @@ func Default() Config {
 			RedisTimeout: Duration(100 * time.Millisecond),
 		},
 		Redaction: Redaction{Detectors: []string{"secret", "credit_card", "ssn"}},
-		Audit:     Audit{Path: "./audit.log", OnError: "deny", Fsync: "batch"},
+		Audit:     Audit{Path: "./audit.log", OnError: "deny", Fsync: "batch", Checkpoint: Checkpoint{Every: Duration(10 * time.Second)}},
 	}
 }
 

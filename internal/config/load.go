@@ -454,6 +454,7 @@ func (c *Config) Validate() Problems {
 	if c.Audit.MaxFiles < 0 {
 		bad("audit.max_files", "must not be negative")
 	}
+	ps = append(ps, c.validateCheckpoint()...)
 	if c.Telemetry.OTLPEndpoint != "" {
 		if err := checkURL(c.Telemetry.OTLPEndpoint, false); err != nil {
 			bad("telemetry.otlp_endpoint", "%v", err)
