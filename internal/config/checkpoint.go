@@ -85,8 +85,8 @@ func loopbackHost(h string) bool {
 // <public_url host>/audit/<replica>, the replica defaulting to the host name.
 func (c *Config) CheckpointOrigin() string {
 	host := c.PublicURL
-	if u, err := url.Parse(c.PublicURL); err == nil && u.Host != "" {
-		host = u.Host
+	if u, err := url.Parse(c.PublicURL); err == nil && u.Hostname() != "" {
+		host = u.Hostname() // not the port: the origin outlives a port change
 	}
 	replica := c.Audit.Checkpoint.Replica
 	if replica == "" {
