@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/agentharness/harness/internal/app"
+	"github.com/agentharness/harness/internal/audit"
 	"github.com/agentharness/harness/internal/config"
 )
 
@@ -125,6 +126,7 @@ func reloadOnSIGHUP(ctx context.Context, gw *app.App, log *slog.Logger) {
 			return
 		case <-hup:
 			log.Info("SIGHUP: reloading policy and tools")
+			gw.Security.Event(ctx, &audit.Record{Event: audit.EventConfigReload, Reason: "SIGHUP: reloading policy and tools"})
 			if err := gw.Policy.Reload(ctx); err != nil {
 				log.Error("policy reload failed; the last good policy stays", "err", err)
 			}

@@ -35,8 +35,10 @@ type App struct {
 	// Policy is the policy engine (Watch and Reload it).
 	Policy *policy.Engine
 	// Keys are the signing keys (Maintain them).
-	Keys    *delegation.Keys
-	closers []func(context.Context) error
+	Keys *delegation.Keys
+	// Security writes security events to the audit trail.
+	Security *audit.Security
+	closers  []func(context.Context) error
 }
 
 // upstreamExchangers are, by upstream, the token exchanges of the upstreams
@@ -161,7 +163,15 @@ func BuildWith(ctx context.Context, cfg *config.Config, log *slog.Logger, versio
 		return nil, fmt.Errorf("authentication: %w", err)
 	}
 
-	pol, err := policy.New(ctx, policy.Options{Dir: cfg.Policy.Dir, Query: cfg.Policy.Query, Logger: log.With("component", "policy")})
+	var sec *audit.Security // set once the audit log is open, before any reload can run
+	onReload := func(ctx context.Context, revision string, err error) {
+		r := &audit.Record{Event: audit.EventPolicyLoaded, PolicyRevision: revision, Reason: "policy reloaded"}
+		if err != nil {
+			r.Event, r.Decision, r.Reason = audit.EventPolicyRejected, "deny", "policy rejected, the last good one keeps running: "+err.Error()
+		}
+		sec.Event(ctx, r)
+	}
+	pol, err := policy.New(ctx, policy.Options{Dir: cfg.Policy.Dir, Query: cfg.Policy.Query, Logger: log.With("component", "policy"), OnReload: onReload})
 	if err != nil {
 		return nil, err
 	}
@@ -217,9 +227,27 @@ func BuildWith(ctx context.Context, cfg *config.Config, log *slog.Logger, versio
 		ready["audit_checkpoint"] = pub.Ready
 	}
 
+	sec = audit.NewSecurity(auditLog, cfg.Environment, log.With("component", "audit"))
+	sec.Start(time.Minute)
+	app.Security = sec
+	app.closers = append(app.closers, func(ctx context.Context) error {
+		sec.Event(ctx, &audit.Record{Event: audit.EventStop, Reason: "gateway stopping"})
+		sec.Close(ctx)
+		return nil
+	})
+	sec.Event(ctx, &audit.Record{Event: audit.EventStart, Reason: "gateway " + version + " starting"})
+	sec.Event(ctx, &audit.Record{Event: audit.EventPolicyLoaded, PolicyRevision: pol.Revision(), Reason: "policy loaded at start"})
+
 	exchange := &delegation.Exchange{
 		Keys: keys, Revocations: st, Issuer: cfg.PublicURL, Audience: cfg.ResourceURL(),
 		MaxTTL: cfg.Delegation.MaxTTL.D(), Logger: log.With("component", "delegation"),
+		OnSecurity: func(ctx context.Context, ev delegation.SecurityEvent) {
+			dec := ""
+			if ev.Event == delegation.EventExchangeRefused {
+				dec = "deny"
+			}
+			sec.Event(ctx, &audit.Record{Event: ev.Event, Decision: dec, Reason: ev.Reason, Subject: ev.Subject, Agent: ev.Agent, Delegation: ev.ID})
+		},
 	}
 	routes := map[string]http.Handler{
 		"GET /metrics":               tel.MetricsHandler(),
@@ -228,7 +256,7 @@ func BuildWith(ctx context.Context, cfg *config.Config, log *slog.Logger, versio
 		"POST /oauth/revoke":         exchange.RevokeHandler(),
 	}
 	if cfg.OAuth.Enabled() {
-		as, err := buildOAuth(cfg, log, st, exchange, catalog, pol)
+		as, err := buildOAuth(cfg, log, st, exchange, catalog, pol, sec)
 		if err != nil {
 			return nil, err
 		}
@@ -246,6 +274,7 @@ func BuildWith(ctx context.Context, cfg *config.Config, log *slog.Logger, versio
 		Sessions: st, Audit: auditLog, Client: upstreamClient, Ready: ready,
 		Identity: keys, Exchangers: exchangers, Revocations: st,
 		Telemetry:           tel,
+		Security:            sec,
 		WrapMCP:             func(h http.Handler) http.Handler { return tel.HTTPHandler(h, "mcp") },
 		Routes:              routes,
 		AuthorizationServer: cfg.OAuth.Enabled(),
@@ -262,7 +291,7 @@ func BuildWith(ctx context.Context, cfg *config.Config, log *slog.Logger, versio
 
 // buildOAuth wires the authorization server copilots connect to: sign-in at
 // oauth.login_issuer, consent, and delegation tokens as access tokens.
-func buildOAuth(cfg *config.Config, log *slog.Logger, st store.Store, exchange *delegation.Exchange, catalog *tools.Catalog, pol *policy.Engine) (*oauth.Server, error) {
+func buildOAuth(cfg *config.Config, log *slog.Logger, st store.Store, exchange *delegation.Exchange, catalog *tools.Catalog, pol *policy.Engine, sec *audit.Security) (*oauth.Server, error) {
 	rolesClaim := "roles"
 	for _, is := range cfg.Auth.Issuers {
 		if is.Issuer == cfg.OAuth.LoginIssuer && is.RolesClaim != "" {
@@ -290,7 +319,11 @@ func buildOAuth(cfg *config.Config, log *slog.Logger, st store.Store, exchange *
 		// A gateway on plain-http loopback is a development gateway: it
 		// accepts client metadata documents served on loopback too.
 		AllowLoopbackHTTPClientIDs: devLoopback,
-		Logger:                     log.With("component", "oauth"),
+		OnRevoke: func(ctx context.Context, h oauth.Human, clientID, grantID, reason string) {
+			sec.Event(ctx, &audit.Record{Event: audit.EventRevocation, Reason: reason,
+				Subject: h.Subject, Issuer: h.Issuer, Agent: clientID, Delegation: grantID})
+		},
+		Logger: log.With("component", "oauth"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("oauth: %w", err)

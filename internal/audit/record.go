@@ -38,6 +38,8 @@ const (
 	KindGap = "gap"
 	// KindGrant records a delegation issued: a human granted an agent tools.
 	KindGrant = "grant"
+	// KindSecurity records a security event; Event says which (security.go).
+	KindSecurity = "security"
 )
 
 // ZeroHash is the Prev of the first record of a chain.
@@ -64,6 +66,12 @@ type Record struct {
 	ID string `json:"id"`
 	// Kind is empty for a call record, or KindStart, KindRotate, KindGap, KindGrant.
 	Kind string `json:"kind,omitempty"`
+	// Event names a KindSecurity event (EventTokenRefused, …).
+	Event string `json:"event,omitempty"`
+	// ClientIP is the client's address (security events).
+	ClientIP string `json:"client_ip,omitempty"`
+	// Count is how many occurrences an aggregated security event stands for.
+	Count int `json:"count,omitempty"`
 	// Action is ActionCall or ActionList.
 	Action string `json:"action,omitempty"`
 	// Decision is DecisionAllow, DecisionDeny, DecisionRateLimited or DecisionError.

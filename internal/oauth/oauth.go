@@ -133,7 +133,10 @@ type Options struct {
 	// public_url is plain http on loopback.
 	AllowLoopbackHTTPClientIDs bool
 	Logger                     *slog.Logger
-	Now                        func() time.Time
+	// OnRevoke, if set, is told of every grant revoked ("My agents",
+	// refresh-token or code reuse) with the reason (audit); must not block.
+	OnRevoke func(ctx context.Context, h Human, clientID, grantID, reason string)
+	Now      func() time.Time
 }
 
 // Lifetimes of the short-lived state.

@@ -112,9 +112,10 @@ type fixture struct {
 }
 
 type fixtureOpts struct {
-	policy  Decider
-	limiter ratelimit.Limiter
-	mutate  func(*config.Config)
+	policy   Decider
+	limiter  ratelimit.Limiter
+	mutate   func(*config.Config)
+	security func(AuditLog) SecurityEvents // built on the fixture's audit
 }
 
 var principals = fakeAuthn{
@@ -182,9 +183,13 @@ upstreams: [{name: crm, base_url: %q, openapi: %q}]
 	}
 	rec := &recordingAudit{}
 	st := store.NewMemory()
+	var sec SecurityEvents
+	if o.security != nil {
+		sec = o.security(rec)
+	}
 	srv, err := New(Options{
 		Config: cfg, Authn: principals, Catalog: cat, Policy: o.policy, Limiter: o.limiter,
-		Sessions: st, Audit: rec, Client: upstream.Client(), Revocations: st,
+		Sessions: st, Audit: rec, Client: upstream.Client(), Revocations: st, Security: sec,
 	})
 	if err != nil {
 		t.Fatal(err)
