@@ -548,21 +548,21 @@ func TestAuditVerifyShowTail(t *testing.T) {
 		{"edited", func(ls []string) []string {
 			ls[o+2] = strings.Replace(ls[o+2], `"decision":"deny"`, `"decision":"allow"`, 1)
 			return ls
-		}, "edited", id(o+2)},
+		}, "edited", id(o + 2)},
 		{"edited and rehashed", func(ls []string) []string {
 			ls[o+2] = rehash(strings.Replace(ls[o+2], `"subject":"carol"`, `"subject":"mallory"`, 1))
 			return ls
-		}, "edited", id(o+3)},
+		}, "edited", id(o + 3)},
 		{"deleted", func(ls []string) []string {
 			return slices.Delete(ls, o+2, o+3)
-		}, "deleted", id(o+3)},
+		}, "deleted", id(o + 3)},
 		{"deleted first", func(ls []string) []string {
 			return ls[1:]
 		}, "deleted", id(1)},
 		{"reordered", func(ls []string) []string {
 			ls[o+2], ls[o+3] = ls[o+3], ls[o+2]
 			return ls
-		}, "reordered", id(o+3)},
+		}, "reordered", id(o + 3)},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
