@@ -227,7 +227,22 @@ func BuildWith(ctx context.Context, cfg *config.Config, log *slog.Logger, versio
 		ready["audit_checkpoint"] = pub.Ready
 	}
 
-	sec = audit.NewSecurity(auditLog, cfg.Environment, log.With("component", "audit"))
+	var records server.AuditLog = auditLog
+	if ep := cfg.Audit.Export.OTLPEndpoint; ep != "" {
+		exp, err := audit.NewExporter(ctx, audit.ExportConfig{Endpoint: ep, ServiceName: "harness", Environment: cfg.Environment, Logger: log.With("component", "audit")})
+		if err != nil {
+			return nil, err
+		}
+		app.closers = append(app.closers, func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			return exp.Close(ctx)
+		})
+		ready["audit_export"] = exp.Ready
+		records = &audit.ExportingLog{Log: auditLog, Exporter: exp}
+		log.Info("audit records exported as OpenTelemetry logs", "endpoint", RedactURL(ep))
+	}
+	sec = audit.NewSecurity(records, cfg.Environment, log.With("component", "audit"))
 	sec.Start(time.Minute)
 	app.Security = sec
 	app.closers = append(app.closers, func(ctx context.Context) error {
@@ -271,7 +286,7 @@ func BuildWith(ctx context.Context, cfg *config.Config, log *slog.Logger, versio
 	srv, err := server.New(server.Options{
 		Config: cfg, Logger: log, Version: version,
 		Authn: an, Catalog: catalog, Policy: pol, Limiter: limiter,
-		Sessions: st, Audit: auditLog, Client: upstreamClient, Ready: ready,
+		Sessions: st, Audit: records, Client: upstreamClient, Ready: ready,
 		Identity: keys, Exchangers: exchangers, Revocations: st,
 		Telemetry:           tel,
 		Security:            sec,

@@ -20,6 +20,11 @@ func (c *Config) validateCheckpoint() Problems {
 	bad := func(path, format string, args ...any) {
 		ps = append(ps, Problem{Path: path, Msg: fmt.Sprintf(format, args...)})
 	}
+	if e := c.Audit.Export.OTLPEndpoint; e != "" {
+		if err := checkURL(e, false); err != nil {
+			bad("audit.export.otlp_endpoint", "%v", err)
+		}
+	}
 	cp := c.Audit.Checkpoint
 	if cp.Every < Duration(time.Second) {
 		bad("audit.checkpoint.every", "must be at least 1s, got %s", cp.Every)

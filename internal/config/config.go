@@ -183,6 +183,15 @@ type Audit struct {
 	MaxFiles int `yaml:"max_files"`
 	// Checkpoint signs and publishes checkpoints of the trail's Merkle tree.
 	Checkpoint Checkpoint `yaml:"checkpoint"`
+	// Export ships every record off the box.
+	Export AuditExport `yaml:"export"`
+}
+
+// AuditExport ships audit records to a collector.
+type AuditExport struct {
+	// OTLPEndpoint receives every record as an OpenTelemetry log record
+	// (OTLP/HTTP); empty: no export.
+	OTLPEndpoint string `yaml:"otlp_endpoint"`
 }
 
 // Checkpoint configures signed checkpoints of the audit trail (C2SP
