@@ -1,6 +1,8 @@
 package audit
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -70,7 +72,8 @@ type Leaf struct {
 	Line int
 	// Index is the leaf index (0-based position in the tree).
 	Index uint64
-	// Record is the decoded record; Text its exact line.
+	// Record is the decoded record (only for the first leaf, and the one
+	// leafHashes looks for); Text is its exact line.
 	Record *Record
 	Text   []byte
 	// Hash is the RFC 6962 leaf hash.
@@ -99,17 +102,25 @@ func scanLeaves(paths []string, fn func(Leaf) error) (uint64, error) {
 		if err != nil {
 			return n, fmt.Errorf("reading audit log: %w", err)
 		}
-		r, ok, derr := decodeLine(line)
-		if derr != nil {
+		// Only the first record is decoded (its prev); the others need
+		// just their own hash, checked against the line without JSON.
+		var r *Record
+		hash, ok, isRecord := lineHash(line)
+		if isRecord && n == 0 {
+			var derr error
+			r, ok, derr = decodeLine(line)
+			isRecord = derr == nil
+		}
+		if !isRecord {
 			continue
 		}
 		if !ok {
-			return n, fmt.Errorf("%s:%d: %w: record %s does not match its hash", ref.file, ref.n, ErrCorrupt, sanitize(r.ID))
+			return n, fmt.Errorf("%s:%d: %w: the record does not match its hash", ref.file, ref.n, ErrCorrupt)
 		}
 		if n == 0 && r.Prev != ZeroHash {
 			return n, fmt.Errorf("%s:%d: %w", ref.file, ref.n, ErrNotTreeStart)
 		}
-		lh, err := LeafHash(r.Hash)
+		lh, err := LeafHash(hash)
 		if err != nil {
 			return n, err
 		}
@@ -118,6 +129,26 @@ func scanLeaves(paths []string, fn func(Leaf) error) (uint64, error) {
 		}
 		n++
 	}
+}
+
+// lineHash returns the hash a record line states and whether it matches the
+// line, without decoding the JSON. isRecord is false for a line that does
+// not end like a record (a torn write), as decodeLine would say.
+func lineHash(line []byte) (hash string, ok, isRecord bool) {
+	n := len(line)
+	tail := len(hashKey) + hashHexLen + 2
+	if n < tail+1 || line[0] != '{' || line[n-1] != '}' || line[n-2] != '"' ||
+		string(line[n-tail:n-tail+len(hashKey)]) != string(hashKey) {
+		return "", false, false
+	}
+	digits := line[n-2-hashHexLen : n-2]
+	if !isLowerHex(digits) {
+		return "", false, false
+	}
+	h := sha256.New()
+	h.Write(line[:n-2-hashHexLen])
+	h.Write([]byte(`"}`))
+	return string(digits), hex.EncodeToString(h.Sum(nil)) == string(digits), true
 }
 
 // RootsAt recomputes the tree over paths and returns its root at each of
@@ -159,10 +190,13 @@ func leafHashes(paths []string, size uint64, id string) ([][]byte, *Leaf, error)
 			return errStop
 		}
 		hashes = append(hashes, l.Hash)
-		if id != "" && l.Record.ID == id && found == nil {
-			lc := l
-			lc.Text = append([]byte(nil), l.Text...)
-			found = &lc
+		if id != "" && found == nil && bytes.Contains(l.Text, []byte(`"id":"`+id+`"`)) {
+			if r, ok, err := decodeLine(l.Text); err == nil && ok && r.ID == id {
+				lc := l
+				lc.Record = r
+				lc.Text = append([]byte(nil), l.Text...)
+				found = &lc
+			}
 		}
 		return nil
 	})
