@@ -177,6 +177,9 @@ type Exchange struct {
 	// OnIssue, if set, is called for each token before it is handed out
 	// (audit); an error withholds the token (no grant goes unrecorded).
 	OnIssue func(ctx context.Context, iss Issued) error
+	// OnSecurity, if set, is told of revocations and of exchanges refused
+	// for widening a grant (audit); it must not block.
+	OnSecurity func(ctx context.Context, ev SecurityEvent)
 }
 
 // Claims are the verified claims of a delegation token.
@@ -496,6 +499,8 @@ func (e *Exchange) exchange(w http.ResponseWriter, r *http.Request) (*tokenRespo
 			}
 		}
 		if s, ok := ScopesCover(g.Scopes, scopes); !ok {
+			e.security(ctx, SecurityEvent{Event: EventExchangeRefused, Reason: fmt.Sprintf("scope %q exceeds the delegated grant", s),
+				Subject: subj.Subject, Agent: agent, ID: g.ID})
 			return nil, badRequest("invalid_scope", fmt.Sprintf("scope %q exceeds the delegated grant", s))
 		}
 		if g.Actors[0] == agent {
@@ -677,7 +682,31 @@ func (e *Exchange) revoke(w http.ResponseWriter, r *http.Request) error {
 		return oerr(http.StatusServiceUnavailable, "temporarily_unavailable", "revocation store unavailable", err)
 	}
 	e.log().InfoContext(ctx, "delegation revoked", "id", c.ID, "subject", c.Subject, "agent", c.Agent)
+	e.security(ctx, SecurityEvent{Event: EventRevocation, Reason: "delegation revoked (RFC 7009)", Subject: c.Subject, Agent: c.Agent, ID: c.ID})
 	return nil
+}
+
+// Events of SecurityEvent.Event.
+const (
+	EventRevocation      = "revocation"
+	EventExchangeRefused = "exchange_refused"
+)
+
+// SecurityEvent is a security-relevant outcome of the exchange the gateway
+// audits: a revocation, or an exchange refused for widening a grant.
+type SecurityEvent struct {
+	Event   string
+	Reason  string
+	Subject string
+	Agent   string
+	// ID is the delegation concerned (jti).
+	ID string
+}
+
+func (e *Exchange) security(ctx context.Context, ev SecurityEvent) {
+	if e.OnSecurity != nil {
+		e.OnSecurity(ctx, ev)
+	}
 }
 
 // VerifyDelegation verifies a delegation token of this gateway: signature

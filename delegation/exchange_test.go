@@ -550,3 +550,22 @@ func BenchmarkVerifyDelegation(b *testing.B) {
 		}
 	}
 }
+
+// TestSecurityEventsOfExchange: a widening refused and a revocation are
+// reported for the audit trail.
+func TestSecurityEventsOfExchange(t *testing.T) {
+	e := newEnv(t)
+	var events []SecurityEvent
+	e.ex.OnSecurity = func(_ context.Context, ev SecurityEvent) { events = append(events, ev) }
+	first := e.mustExchange(t, e.form(e.humanToken(t, nil), e.agentToken(t, "agent-a"), "tool:crm_*"))
+	if code, _ := e.exchange(t, e.form(first.AccessToken, e.agentToken(t, "agent-b"), "tool:*")); code != http.StatusBadRequest {
+		t.Fatalf("widening: %d", code)
+	}
+	if w := post(t, e.ex.RevokeHandler(), url.Values{"token": {first.AccessToken}}.Encode()); w.Code != http.StatusOK {
+		t.Fatalf("revoke: %d", w.Code)
+	}
+	if len(events) != 2 || events[0].Event != EventExchangeRefused || events[0].Agent != "agent-b" || events[0].ID == "" ||
+		events[1].Event != EventRevocation || events[1].Agent != "agent-a" || events[1].ID != events[0].ID {
+		t.Fatalf("events %+v", events)
+	}
+}

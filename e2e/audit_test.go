@@ -516,7 +516,12 @@ func TestAuditVerifyShowTail(t *testing.T) {
 		t.Fatalf("verify of the intact file: exit %d\n%s", code, out)
 	}
 
-	// Lines are 0-based here; line 0 is the start record, 1..5 the calls.
+	// Lines are 0-based here; line 0 is the start record, then o security
+	// records (gateway start, policy loaded), then the calls.
+	o := 0
+	for lines[o+1].str("kind") == "security" {
+		o++
+	}
 	tampered := func(name string, edit func(ls []string) []string) string {
 		ls := make([]string, len(lines))
 		for i, l := range lines {
@@ -534,8 +539,8 @@ func TestAuditVerifyShowTail(t *testing.T) {
 		return blank[:len(blank)-2] + hex.EncodeToString(sum[:]) + `"}`
 	}
 	id := func(i int) string { return lines[i].str("id") }
-	if lines[2].str("subject") != "carol" {
-		t.Fatalf("line 3 is not carol's denied call: %s", lines[2].raw)
+	if lines[o+2].str("subject") != "carol" {
+		t.Fatalf("line 3 is not carol's denied call: %s", lines[o+2].raw)
 	}
 	cases := []struct {
 		name    string
@@ -544,23 +549,23 @@ func TestAuditVerifyShowTail(t *testing.T) {
 		names   string // the record the output must name
 	}{
 		{"edited", func(ls []string) []string {
-			ls[2] = strings.Replace(ls[2], `"decision":"deny"`, `"decision":"allow"`, 1)
+			ls[o+2] = strings.Replace(ls[o+2], `"decision":"deny"`, `"decision":"allow"`, 1)
 			return ls
-		}, "edited", id(2)},
+		}, "edited", id(o + 2)},
 		{"edited and rehashed", func(ls []string) []string {
-			ls[2] = rehash(strings.Replace(ls[2], `"subject":"carol"`, `"subject":"mallory"`, 1))
+			ls[o+2] = rehash(strings.Replace(ls[o+2], `"subject":"carol"`, `"subject":"mallory"`, 1))
 			return ls
-		}, "edited", id(3)},
+		}, "edited", id(o + 3)},
 		{"deleted", func(ls []string) []string {
-			return slices.Delete(ls, 2, 3)
-		}, "deleted", id(3)},
+			return slices.Delete(ls, o+2, o+3)
+		}, "deleted", id(o + 3)},
 		{"deleted first", func(ls []string) []string {
 			return ls[1:]
 		}, "deleted", id(1)},
 		{"reordered", func(ls []string) []string {
-			ls[2], ls[3] = ls[3], ls[2]
+			ls[o+2], ls[o+3] = ls[o+3], ls[o+2]
 			return ls
-		}, "reordered", id(3)},
+		}, "reordered", id(o + 3)},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -1030,15 +1035,22 @@ func TestAuditChainAcrossCrashAndRestart(t *testing.T) {
 	var kinds []string
 	for _, l := range lines {
 		k := l.str("kind")
-		if k == "" {
+		switch k {
+		case "":
 			k = l.str("subject")
+		case "security":
+			k = l.str("event")
 		}
 		kinds = append(kinds, k)
 	}
-	if want := []string{"start", "bob", "start", "alice", "start", "bob"}; !slices.Equal(kinds, want) {
+	// Security events: each start and clean stop, and the policy loaded;
+	// the crash left no stop record.
+	up := []string{"start", "gateway_start", "policy_loaded"}
+	want := slices.Concat(up, []string{"bob"}, up, []string{"alice", "gateway_stop"}, up, []string{"bob", "gateway_stop"})
+	if !slices.Equal(kinds, want) {
 		t.Errorf("records %v, want %v:\n%s", kinds, want, audRawLines(lines))
 	}
-	if out, code := audRunGateway(t, "audit", "verify", path); code != 0 || !strings.Contains(out, "intact: 6 record") {
+	if out, code := audRunGateway(t, "audit", "verify", path); code != 0 || !strings.Contains(out, fmt.Sprintf("intact: %d record", len(want))) {
 		t.Errorf("verify across restarts: exit %d\n%s", code, out)
 	}
 }

@@ -31,6 +31,10 @@ type Options struct {
 	Query string
 	// Logger receives reload events and errors; nil discards them.
 	Logger *slog.Logger
+	// OnReload, if set, is told of every reload that loaded a new revision
+	// (err nil) or was rejected (err set; the last good policy keeps
+	// running). revision is the content hash of the policy's files.
+	OnReload func(ctx context.Context, revision string, err error)
 }
 
 // Engine evaluates a compiled policy. It is safe for concurrent use; Reload
@@ -329,6 +333,9 @@ func (e *Engine) Reload(ctx context.Context) error {
 		e.log.ErrorContext(ctx, "policy reload failed, keeping the last good policy",
 			"revision", old.revision, "error", err)
 		e.stale.Store(&err)
+		if e.opts.OnReload != nil {
+			e.opts.OnReload(ctx, old.revision, err)
+		}
 		return err
 	}
 	if st.revision == old.revision {
@@ -338,6 +345,9 @@ func (e *Engine) Reload(ctx context.Context) error {
 	e.cur.Store(st)
 	e.stale.Store(nil) // only once the new policy decides
 	e.log.InfoContext(ctx, "policy reloaded", "revision", st.revision, "previous", old.revision)
+	if e.opts.OnReload != nil {
+		e.opts.OnReload(ctx, st.revision, nil)
+	}
 	return nil
 }
 

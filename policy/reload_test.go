@@ -194,3 +194,32 @@ func TestWatchEmbeddedReturnsOnCancel(t *testing.T) {
 		t.Fatalf("Watch = %v", err)
 	}
 }
+
+// TestReloadIsReported: OnReload hears of a new revision and of a
+// rejected one (the audit trail records both).
+func TestReloadIsReported(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	write(t, dir, "policy.rego", versionedPolicy)
+	write(t, dir, "data.json", `{"version": {"name": "v1", "tool": "a"}}`)
+	type ev struct {
+		rev string
+		err bool
+	}
+	var got []ev
+	e, err := New(ctx, Options{Dir: dir, OnReload: func(_ context.Context, rev string, err error) { got = append(got, ev{rev, err != nil}) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev1 := e.Revision()
+	write(t, dir, "data.json", `{"version": {"name": "v2", "tool": "b"}}`)
+	if err := e.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rev2 := e.Revision()
+	write(t, dir, "extra.rego", "package harness\n\nhelper := y\n")
+	_ = e.Reload(ctx)
+	if len(got) != 2 || got[0] != (ev{rev2, false}) || got[1] != (ev{rev2, true}) || rev1 == rev2 {
+		t.Fatalf("OnReload calls %+v (revisions %s → %s)", got, rev1, rev2)
+	}
+}

@@ -112,6 +112,12 @@ func orMemory(redisURL string) string {
 
 const auditUsage = `Usage:
   gateway audit verify FILE...   check the hash chain (exit 0 intact, 1 otherwise)
+      [--checkpoint CP]... [--witness redis://…|file:PATH] --key VERIFIER
+                                 and the Merkle tree against signed checkpoints
+  gateway audit verify --proof P --key VERIFIER   check a proof without the log
+  gateway audit prove --id ID --checkpoint CP FILE...   inclusion proof of one record
+  gateway audit prove --from CP1 --to CP2 FILE...       consistency proof
+  gateway audit keygen NAME      write NAME.key (signer) and NAME.pub (verifier)
   gateway audit show FILE...     print the records for humans
   gateway audit tail [flags] FILE  print matching records, --follow to keep going
 `
@@ -123,27 +129,11 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	switch args[0] {
 	case "verify":
-		fs := newFlags("audit verify", "audit verify FILE...  (a rotated trail: name every file, oldest first)", stderr)
-		if err := parse(fs, args[1:]); err != nil {
-			return err
-		}
-		if fs.NArg() == 0 {
-			fs.Usage()
-			return errUsage
-		}
-		res, err := audit.Verify(fs.Args()...)
-		if err != nil {
-			return err
-		}
-		for _, g := range res.Gaps {
-			fmt.Fprintf(stdout, "gap: %s:%d: %s\n", g.File, g.Line, g.Reason)
-		}
-		if !res.OK() {
-			fmt.Fprintf(stdout, "TAMPERED after %d intact record(s): %s\n", res.Records, res.Bad.String())
-			return exitError{code: 1}
-		}
-		fmt.Fprintf(stdout, "intact: %d record(s)\n", res.Records)
-		return nil
+		return cmdAuditVerify(ctx, args[1:], stdout, stderr)
+	case "prove":
+		return cmdAuditProve(args[1:], stdout, stderr)
+	case "keygen":
+		return cmdAuditKeygen(args[1:], stdout, stderr)
 	case "show":
 		fs := newFlags("audit show", "audit show FILE...", stderr)
 		if err := parse(fs, args[1:]); err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/agentharness/harness/internal/app"
 	"io"
 	"net"
 	"os"
@@ -164,7 +165,7 @@ oauth:
 	log.Warn("DEMO MODE: a development issuer with an ephemeral key signs the sample tokens. Not for production.")
 	return serve(ctx, cfg, log, 5*time.Second, ln, func() {
 		printDemo(stdout, cfg.ResourceURL(), apiURL, handbookURL, iss.URL(), *auditPath, tokens)
-	})
+	}, app.Options{})
 }
 
 func printDemo(w io.Writer, mcpURL, apiURL, handbookURL, issuerURL, auditPath string, tokens []string) {

@@ -5,7 +5,10 @@
 //	gateway serve --config FILE     run the gateway
 //	gateway demo                    everything on one machine, nothing to install
 //	gateway validate --config FILE  check a configuration, listing every problem
-//	gateway audit verify FILE...    check the audit trail's hash chain
+//	gateway audit verify FILE...    check the audit trail's hash chain (and, with
+//	                                --checkpoint/--witness and --key, its Merkle tree)
+//	gateway audit prove FILE...     inclusion or consistency proof against checkpoints
+//	gateway audit keygen NAME       checkpoint signer (NAME.key) and verifier (NAME.pub) keys
 //	gateway audit show FILE...      print audit records for humans
 //	gateway audit tail FILE         follow the audit trail, filtered
 //	gateway policy test [DIR]       run the Rego tests of a policy
@@ -40,7 +43,7 @@ Commands:
   serve     run the gateway (gateway serve --config FILE)
   demo      run everything on one machine with built-in sample API, issuer and tokens
   validate  check a configuration file and list every problem
-  audit     verify, show or tail the audit trail
+  audit     verify, prove, show or tail the audit trail; keygen for checkpoints
   policy    test a policy, evaluate one input, or replay the audit trail against a new policy
   tools     list or approve the pinned tool definitions of MCP upstreams
   version   print the version

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/agentharness/harness/internal/app"
+	"github.com/agentharness/harness/internal/audit"
 	"github.com/agentharness/harness/internal/config"
 )
 
@@ -49,6 +50,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := newFlags("serve", "serve --config FILE [flags]", stderr)
 	cfgPath := fs.String("config", "", "configuration file (YAML); required")
 	grace := fs.Duration("shutdown-grace", 30*time.Second, "how long in-flight calls may finish after SIGTERM")
+	acceptOrigin := fs.Bool("accept-new-audit-origin", false, "let an audit log with records start a checkpoint history when no witness holds one for its origin")
 	var lf logFlags
 	lf.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -67,12 +69,12 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("%s: %w", *cfgPath, err)
 	}
-	return serve(ctx, cfg, log, *grace, nil, nil)
+	return serve(ctx, cfg, log, *grace, nil, nil, app.Options{AcceptNewAuditOrigin: *acceptOrigin})
 }
 
 // serve runs a gateway for cfg until ctx ends, on ln (nil: listen on
 // cfg.Listen). ready, if set, is called once requests are accepted.
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, grace time.Duration, ln net.Listener, ready func()) error {
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, grace time.Duration, ln net.Listener, ready func(), opts app.Options) error {
 	start := time.Now()
 	log.Info("starting Harness", "version", version, "environment", cfg.Environment, "public_url", cfg.PublicURL)
 	// Bind first: a gateway that cannot have its port must not touch the
@@ -83,7 +85,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, grace time
 			return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 		}
 	}
-	gw, err := app.Build(ctx, cfg, log, version)
+	gw, err := app.BuildWith(ctx, cfg, log, version, opts)
 	if err != nil {
 		_ = ln.Close()
 		return err
@@ -140,6 +142,7 @@ func reloadOnSIGHUP(ctx context.Context, gw *app.App, log *slog.Logger) {
 			return
 		case <-hup:
 			log.Info("SIGHUP: reloading policy and tools")
+			gw.Security.Event(ctx, &audit.Record{Event: audit.EventConfigReload, Reason: "SIGHUP: reloading policy and tools"})
 			if err := gw.Policy.Reload(ctx); err != nil {
 				log.Error("policy reload failed; the last good policy stays", "err", err)
 			}

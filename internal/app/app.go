@@ -27,6 +27,7 @@ import (
 	"github.com/agentharness/harness/internal/telemetry"
 	"github.com/agentharness/harness/policy"
 	"github.com/agentharness/harness/tools"
+	"github.com/redis/go-redis/v9"
 )
 
 // App is a wired gateway and what must be closed when it stops.
@@ -36,8 +37,10 @@ type App struct {
 	// Policy is the policy engine (Watch and Reload it).
 	Policy *policy.Engine
 	// Keys are the signing keys (Maintain them).
-	Keys    *delegation.Keys
-	closers []func(context.Context) error
+	Keys *delegation.Keys
+	// Security writes security events to the audit trail.
+	Security *audit.Security
+	closers  []func(context.Context) error
 }
 
 // upstreamExchangers are, by upstream, the token exchanges of the upstreams
@@ -88,7 +91,20 @@ func (a *App) Close(ctx context.Context) {
 // Build wires every part from cfg. It fails on what cannot work (a broken
 // policy, an unwritable audit file); an unreachable upstream or IdP is
 // reported and retried, never fatal. version names the build in telemetry.
-func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version string) (_ *App, err error) {
+func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version string) (*App, error) {
+	return BuildWith(ctx, cfg, log, version, Options{})
+}
+
+// Options are the operator's start-time choices that are not configuration.
+type Options struct {
+	// AcceptNewAuditOrigin lets an audit log with records start a checkpoint
+	// history when no witness holds one for its origin
+	// (gateway serve --accept-new-audit-origin).
+	AcceptNewAuditOrigin bool
+}
+
+// BuildWith is Build with start-time options.
+func BuildWith(ctx context.Context, cfg *config.Config, log *slog.Logger, version string, opts Options) (_ *App, err error) {
 	app := &App{}
 	defer func() {
 		if err != nil {
@@ -119,10 +135,11 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 	// Shared state: Redis when configured, memory otherwise.
 	var st store.Store
 	var limiter, publicLimiter ratelimit.Limiter
+	var rdb redis.UniversalClient
 	ready := map[string]func(context.Context) error{}
 	if cfg.RateLimit.RedisURL != "" {
 		rt := cfg.RateLimit.RedisTimeout.D()
-		rdb, err := ratelimit.ParseRedisURL(cfg.RateLimit.RedisURL, rt)
+		rdb, err = ratelimit.ParseRedisURL(cfg.RateLimit.RedisURL, rt)
 		if err != nil {
 			return nil, fmt.Errorf("ratelimit.redis_url: %w", err)
 		}
@@ -165,7 +182,15 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		return nil, fmt.Errorf("authentication: %w", err)
 	}
 
-	pol, err := policy.New(ctx, policy.Options{Dir: cfg.Policy.Dir, Query: cfg.Policy.Query, Logger: log})
+	var sec *audit.Security // set once the audit log is open, before any reload can run
+	onReload := func(ctx context.Context, revision string, err error) {
+		r := &audit.Record{Event: audit.EventPolicyLoaded, PolicyRevision: revision, Reason: "policy reloaded"}
+		if err != nil {
+			r.Event, r.Decision, r.Reason = audit.EventPolicyRejected, "deny", "policy rejected, the last good one keeps running: "+err.Error()
+		}
+		sec.Event(ctx, r)
+	}
+	pol, err := policy.New(ctx, policy.Options{Dir: cfg.Policy.Dir, Query: cfg.Policy.Query, Logger: log, OnReload: onReload})
 	if err != nil {
 		return nil, err
 	}
@@ -201,19 +226,69 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		log.Info("upstream", "name", u.Name, "kind", u.Kind(), "at", where, "tools", n)
 	}
 
+	anchor, err := auditAnchor(ctx, cfg, rdb, log, opts)
+	if err != nil {
+		return nil, err
+	}
 	auditLog, err := audit.Open(ctx, audit.Config{
 		Path: cfg.Audit.Path, Fsync: cfg.Audit.Fsync,
 		MaxSize: int64(cfg.Audit.MaxSizeMB) << 20, MaxFiles: cfg.Audit.MaxFiles,
+		Merkle: anchor != nil,
 	}, log.With("component", "audit"))
 	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
 	app.closers = append(app.closers, func(context.Context) error { return auditLog.Close() })
 	log.Info("audit trail", "path", cfg.Audit.Path, "fsync", cfg.Audit.Fsync, "on_error", cfg.Audit.OnError)
+	if anchor != nil {
+		pub, err := anchor.start(auditLog, log)
+		if err != nil {
+			return nil, fmt.Errorf("audit checkpoints: %w", err)
+		}
+		app.closers = append(app.closers, func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			return pub.Close(ctx)
+		})
+		ready["audit_checkpoint"] = pub.Ready
+	}
+
+	var records server.AuditLog = auditLog
+	if ep := cfg.Audit.Export.OTLPEndpoint; ep != "" {
+		exp, err := audit.NewExporter(ctx, audit.ExportConfig{Endpoint: ep, ServiceName: "harness", Environment: cfg.Environment, Logger: log.With("component", "audit")})
+		if err != nil {
+			return nil, err
+		}
+		app.closers = append(app.closers, func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			return exp.Close(ctx)
+		})
+		ready["audit_export"] = exp.Ready
+		records = &audit.ExportingLog{Log: auditLog, Exporter: exp}
+		log.Info("audit records exported as OpenTelemetry logs", "endpoint", RedactURL(ep))
+	}
+	sec = audit.NewSecurity(records, cfg.Environment, log.With("component", "audit"))
+	sec.Start(time.Minute)
+	app.Security = sec
+	app.closers = append(app.closers, func(ctx context.Context) error {
+		sec.Event(ctx, &audit.Record{Event: audit.EventStop, Reason: "gateway stopping"})
+		sec.Close(ctx)
+		return nil
+	})
+	sec.Event(ctx, &audit.Record{Event: audit.EventStart, Reason: "gateway " + version + " starting"})
+	sec.Event(ctx, &audit.Record{Event: audit.EventPolicyLoaded, PolicyRevision: pol.Revision(), Reason: "policy loaded at start"})
 
 	exchange := &delegation.Exchange{
 		Keys: keys, Revocations: st, Issuer: cfg.PublicURL, Audience: cfg.ResourceURL(),
 		MaxTTL: cfg.Delegation.MaxTTL.D(), Logger: log.With("component", "delegation"),
+		OnSecurity: func(ctx context.Context, ev delegation.SecurityEvent) {
+			dec := ""
+			if ev.Event == delegation.EventExchangeRefused {
+				dec = "deny"
+			}
+			sec.Event(ctx, &audit.Record{Event: ev.Event, Decision: dec, Reason: ev.Reason, Subject: ev.Subject, Agent: ev.Agent, Delegation: ev.ID})
+		},
 	}
 	routes := map[string]http.Handler{
 		"GET /.well-known/jwks.json": keys.Handler(),
@@ -221,7 +296,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		"POST /oauth/revoke":         exchange.RevokeHandler(),
 	}
 	if cfg.OAuth.Enabled() {
-		as, err := buildOAuth(cfg, log, st, exchange, catalog, pol)
+		as, err := buildOAuth(cfg, log, st, exchange, catalog, pol, sec)
 		if err != nil {
 			return nil, err
 		}
@@ -236,9 +311,10 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 	srv, err := server.New(server.Options{
 		Config: cfg, Logger: log, Version: version,
 		Authn: an, Catalog: catalog, Policy: pol, Limiter: limiter,
-		Sessions: st, Audit: auditLog, Client: upstreamClient, Ready: ready,
+		Sessions: st, Audit: records, Client: upstreamClient, Ready: ready,
 		Identity: keys, Exchangers: exchangers, Revocations: st, Pins: pins.New(st),
 		Telemetry:           tel,
+		Security:            sec,
 		WrapMCP:             func(h http.Handler) http.Handler { return tel.HTTPHandler(h, "mcp") },
 		Routes:              routes,
 		Metrics:             tel.MetricsHandler(),
@@ -257,7 +333,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 
 // buildOAuth wires the authorization server copilots connect to: sign-in at
 // oauth.login_issuer, consent, and delegation tokens as access tokens.
-func buildOAuth(cfg *config.Config, log *slog.Logger, st store.Store, exchange *delegation.Exchange, catalog *tools.Catalog, pol *policy.Engine) (*oauth.Server, error) {
+func buildOAuth(cfg *config.Config, log *slog.Logger, st store.Store, exchange *delegation.Exchange, catalog *tools.Catalog, pol *policy.Engine, sec *audit.Security) (*oauth.Server, error) {
 	rolesClaim := "roles"
 	for _, is := range cfg.Auth.Issuers {
 		if is.Issuer == cfg.OAuth.LoginIssuer && is.RolesClaim != "" {
@@ -295,7 +371,11 @@ func buildOAuth(cfg *config.Config, log *slog.Logger, st store.Store, exchange *
 		StateKey:                   stateKey,
 		Recheck:                    cfg.OAuth.Recheck.D(),
 		RequestID:                  server.RequestID,
-		Logger:                     log.With("component", "oauth"),
+		OnRevoke: func(ctx context.Context, h oauth.Human, clientID, grantID, reason string) {
+			sec.Event(ctx, &audit.Record{Event: audit.EventRevocation, Reason: reason,
+				Subject: h.Subject, Email: h.Email, Name: h.Name, Issuer: h.Issuer, Agent: clientID, Delegation: grantID})
+		},
+		Logger: log.With("component", "oauth"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("oauth: %w", err)

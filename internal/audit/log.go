@@ -78,6 +78,9 @@ type Config struct {
 	BatchRecords int
 	// Output receives the records when Path is "-"; default os.Stdout.
 	Output io.Writer
+	// Merkle maintains the RFC 6962 tree over the records (rebuilt from
+	// the existing files at Open) so that TreeHead can be checkpointed.
+	Merkle bool
 }
 
 // Log is an append-only, hash-chained audit log. It is safe for concurrent use.
@@ -101,6 +104,8 @@ type Log struct {
 
 	syncMu sync.Mutex // serialises fsyncs; group commit
 	synced uint64     // Seq covered by the last successful fsync
+
+	tree *tree // the Merkle tree of the records; nil unless cfg.Merkle; guarded by mu
 
 	kick chan struct{}
 	full chan struct{}
@@ -157,6 +162,8 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Log, error) {
 			l.w = os.Stdout
 		}
 		l.cfg.MaxSize = 0
+	} else if err := l.openTree(); err != nil {
+		return nil, err
 	} else if err := l.openFile(ctx); err != nil {
 		return nil, err
 	}
@@ -407,6 +414,7 @@ func (l *Log) appendLocked(ctx context.Context, r *Record) (uint64, error) {
 		return 0, fmt.Errorf("writing audit record: %w", err)
 	}
 	l.seq, l.prev = r.Seq, r.Hash
+	l.treeAppendLocked(r.Hash)
 	if r.Kind != KindRotate {
 		l.rotatable = true
 	}
@@ -480,6 +488,7 @@ func (l *Log) rotateLocked(ctx context.Context, now time.Time) error {
 		return fmt.Errorf("rotating audit log: %w", err)
 	}
 	l.seq, l.prev = rec.Seq, rec.Hash
+	l.treeAppendLocked(rec.Hash)
 	return nil
 }
 

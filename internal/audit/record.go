@@ -42,6 +42,8 @@ const (
 	// beyond the refusal budget (ratelimit.refusals) that were not recorded
 	// one by one; Reason says how many and when.
 	KindRefusals = "refusals"
+	// KindSecurity records a security event; Event says which (security.go).
+	KindSecurity = "security"
 )
 
 // ZeroHash is the Prev of the first record of a chain.
@@ -69,6 +71,12 @@ type Record struct {
 	ID string `json:"id"`
 	// Kind is empty for a call record, or KindStart, KindRotate, KindGap, KindGrant, KindRefusals.
 	Kind string `json:"kind,omitempty"`
+	// Event names a KindSecurity event (EventTokenRefused, …).
+	Event string `json:"event,omitempty"`
+	// ClientIP is the client's address (security events).
+	ClientIP string `json:"client_ip,omitempty"`
+	// Count is how many occurrences an aggregated security event stands for.
+	Count int `json:"count,omitempty"`
 	// Action is ActionCall or ActionList.
 	Action string `json:"action,omitempty"`
 	// Decision is DecisionAllow, DecisionDeny, DecisionRateLimited or DecisionError.

@@ -42,6 +42,12 @@ func Format(r *Record) string {
 	}
 	if r.Kind != "" {
 		b.WriteString(strings.ToUpper(sanitize(r.Kind)))
+		if r.Event != "" {
+			b.WriteString(" " + sanitize(r.Event))
+		}
+		if r.Count > 1 {
+			b.WriteString(" ×" + strconv.Itoa(r.Count))
+		}
 		if r.Reason != "" {
 			b.WriteString(" — ")
 			b.WriteString(sanitize(r.Reason))

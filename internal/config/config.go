@@ -296,6 +296,34 @@ type Audit struct {
 	// configured detectors), none (no input; records cannot be replayed)
 	// or full (arguments as the agent sent them).
 	RecordInput string `yaml:"record_input"`
+	// Checkpoint signs and publishes checkpoints of the trail's Merkle tree.
+	Checkpoint Checkpoint `yaml:"checkpoint"`
+	// Export ships every record off the box.
+	Export AuditExport `yaml:"export"`
+}
+
+// AuditExport ships audit records to a collector.
+type AuditExport struct {
+	// OTLPEndpoint receives every record as an OpenTelemetry log record
+	// (OTLP/HTTP); empty: no export.
+	OTLPEndpoint string `yaml:"otlp_endpoint"`
+}
+
+// Checkpoint configures signed checkpoints of the audit trail (C2SP
+// tlog-checkpoint, signed as a note). Empty key: off.
+type Checkpoint struct {
+	// Key is the note signer key file (`gateway audit keygen NAME` writes
+	// NAME.key and NAME.pub).
+	Key string `yaml:"key"`
+	// Every is how often a checkpoint is signed and published (default 10s,
+	// at least 1s); one is also published on shutdown.
+	Every Duration `yaml:"every"`
+	// Witness lists where checkpoints go: "redis" (ratelimit.redis_url),
+	// "file:PATH" (replaced atomically) or an https:// URL (POST).
+	Witness []string `yaml:"witness"`
+	// Replica names this replica in the checkpoint origin
+	// (<public_url host>/audit/<replica>); default: the host name.
+	Replica string `yaml:"replica"`
 }
 
 // Values of Audit.RecordInput.
@@ -337,7 +365,7 @@ func Default() Config {
 			Refusals:     Rate{Requests: 30, Per: Duration(time.Minute)},
 		},
 		Redaction: Redaction{Detectors: []string{"secret", "credit_card", "ssn"}},
-		Audit:     Audit{Path: "./audit.log", OnError: "deny", Fsync: "batch", RecordInput: RecordInputRedacted},
+		Audit:     Audit{Path: "./audit.log", OnError: "deny", Fsync: "batch", RecordInput: RecordInputRedacted, Checkpoint: Checkpoint{Every: Duration(10 * time.Second)}},
 		Server: Server{
 			UnauthenticatedRate:  Rate{Requests: 120, Per: Duration(time.Minute)},
 			UnauthenticatedQuota: 10000,

@@ -485,6 +485,7 @@ func (c *Config) Validate() Problems {
 	if !slices.Contains([]string{RecordInputRedacted, RecordInputNone, RecordInputFull}, c.Audit.RecordInput) {
 		bad("audit.record_input", "must be redacted, none or full, got %q", c.Audit.RecordInput)
 	}
+	ps = append(ps, c.validateCheckpoint()...)
 	if c.Telemetry.OTLPEndpoint != "" {
 		if err := checkURL(c.Telemetry.OTLPEndpoint, false); err != nil {
 			bad("telemetry.otlp_endpoint", "%v", err)

@@ -153,7 +153,10 @@ type Options struct {
 	// RequestID returns the id of the request in ctx, shown on error pages.
 	RequestID func(context.Context) string
 	Logger    *slog.Logger
-	Now       func() time.Time
+	// OnRevoke, if set, is told of every grant revoked ("My agents",
+	// refresh-token or code reuse) with the reason (audit); must not block.
+	OnRevoke func(ctx context.Context, h Human, clientID, grantID, reason string)
+	Now      func() time.Time
 }
 
 // Lifetimes of the short-lived state.

@@ -160,8 +160,15 @@ func TestRefreshRotationAndReuse(t *testing.T) {
 	rt3, _ := third["refresh_token"].(string)
 
 	// rt1 again: reuse. The grant ends and every live access token is revoked.
+	var revocations []string
+	s.o.OnRevoke = func(_ context.Context, h Human, clientID, _, reason string) {
+		revocations = append(revocations, h.Subject+" "+clientID+" "+reason)
+	}
 	_, err = refresh(rt1, "hc_1")
 	wantInvalidGrant(t, "reused refresh token", err)
+	if len(revocations) != 1 || revocations[0] != "alice hc_1 refresh token reused" {
+		t.Errorf("revocations reported %q, want alice's grant for refresh token reuse", revocations)
+	}
 	for _, iss := range m.issued {
 		if revoked, _ := st.IsRevoked(ctx, iss.ID); !revoked {
 			t.Errorf("access token %s not revoked after reuse", iss.ID)

@@ -380,6 +380,9 @@ func (s *Server) revokeGrant(ctx context.Context, gid, why string) error {
 	}
 	s.removeFromIndex(ctx, g.Human, gid)
 	s.log.InfoContext(ctx, "oauth: grant revoked", "grant", gid, "subject", g.Human.Subject, "client_id", g.ClientID, "reason", why, "tokens", len(g.Tokens))
+	if s.o.OnRevoke != nil {
+		s.o.OnRevoke(ctx, g.Human, g.ClientID, gid, why)
+	}
 	return nil
 }
 

@@ -3,9 +3,12 @@ package server
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 
@@ -105,6 +108,9 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 				return
 			}
 			s.log.InfoContext(ctx, "token refused", "reason", err.Error(), "request_id", RequestID(ctx))
+			if s.security != nil {
+				s.security.TokenRefused(safeReason(err), claimedIssuer(raw), clientIP(r))
+			}
 			s.challenge(w, r, true, safeReason(err))
 			return
 		}
@@ -129,4 +135,33 @@ func safeReason(err error) string {
 	msg := err.Error()
 	msg = strings.TrimPrefix(msg, authn.ErrInvalidToken.Error()+": ")
 	return msg
+}
+
+// claimedIssuer returns the unverified iss claim of a JWT, for grouping
+// refused tokens; "" when raw is not a JWT. It is a label, never trusted.
+func claimedIssuer(raw string) string {
+	parts := strings.SplitN(raw, ".", 4)
+	if len(parts) != 3 || len(parts[1]) > 8192 {
+		return ""
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return ""
+	}
+	var c struct {
+		Iss string `json:"iss"`
+	}
+	if json.Unmarshal(b, &c) != nil || len(c.Iss) > 200 {
+		return ""
+	}
+	return sanitizeHeader(c.Iss)
+}
+
+// clientIP is the address of the peer (proxy headers are not trusted).
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }

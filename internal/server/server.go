@@ -109,6 +109,17 @@ type Options struct {
 	// first among the authorization servers of the protected-resource
 	// metadata: the gateway is the OAuth authorization server copilots use.
 	AuthorizationServer bool
+	// Security receives security events (refused tokens, session misuse);
+	// optional.
+	Security SecurityEvents
+}
+
+// SecurityEvents records security events in the audit trail.
+type SecurityEvents interface {
+	// Event writes one security event record.
+	Event(ctx context.Context, r *audit.Record)
+	// TokenRefused counts a refused token (aggregated per minute).
+	TokenRefused(reason, issuer, ip string)
 }
 
 // Server is the gateway's HTTP server.
@@ -126,6 +137,7 @@ type Server struct {
 	ready      map[string]func(context.Context) error
 	identity   Asserter
 	exchangers map[string]Exchanger
+	security   SecurityEvents // nil: none recorded
 	tel        Telemetry
 	revoked    Revocations
 	selfAS     bool
@@ -163,6 +175,7 @@ func New(o Options) (*Server, error) {
 		sessions: o.Sessions, audit: o.Audit, client: o.Client, ready: o.Ready,
 		identity: o.Identity, exchangers: o.Exchangers, tel: o.Telemetry, revoked: o.Revocations,
 		selfAS: o.AuthorizationServer, publicLimiter: o.PublicLimiter, metrics: o.Metrics, pins: o.Pins,
+		security: o.Security,
 	}
 	if s.publicLimiter == nil {
 		s.publicLimiter = s.limiter

@@ -112,10 +112,11 @@ type fixture struct {
 }
 
 type fixtureOpts struct {
-	policy  Decider
-	limiter ratelimit.Limiter
-	mutate  func(*config.Config)
-	tel     Telemetry
+	policy   Decider
+	limiter  ratelimit.Limiter
+	mutate   func(*config.Config)
+	tel      Telemetry
+	security func(AuditLog) SecurityEvents // built on the fixture's audit
 }
 
 var principals = fakeAuthn{
@@ -195,9 +196,13 @@ upstreams: [{name: crm, base_url: %q, openapi: %q}]
 	}
 	rec := &recordingAudit{}
 	st := store.NewMemory()
+	var sec SecurityEvents
+	if o.security != nil {
+		sec = o.security(rec)
+	}
 	srv, err := New(Options{
 		Config: cfg, Authn: principals, Catalog: cat, Policy: o.policy, Limiter: o.limiter,
-		Sessions: st, Audit: rec, Client: upstream.Client(), Revocations: st, Telemetry: o.tel,
+		Sessions: st, Audit: rec, Client: upstream.Client(), Revocations: st, Telemetry: o.tel, Security: sec,
 	})
 	if err != nil {
 		t.Fatal(err)

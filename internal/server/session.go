@@ -9,6 +9,7 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
+	"github.com/agentharness/harness/internal/audit"
 	"github.com/agentharness/harness/internal/authn"
 	"github.com/agentharness/harness/internal/store"
 )
@@ -56,6 +57,11 @@ func (s *Server) bindSession(next http.Handler) http.Handler {
 			if ok {
 				s.log.WarnContext(ctx, "session used by another principal: refused",
 					"session", id, "subject", p.Subject, "agent", p.Agent, "request_id", RequestID(ctx))
+				if s.security != nil {
+					s.security.Event(ctx, &audit.Record{Event: audit.EventSessionOtherPrincipal, Decision: decDeny,
+						Reason:  "a session opened by another principal was presented; refused as unknown",
+						Subject: p.Subject, Issuer: p.Issuer, Agent: p.Agent, Session: id, ClientIP: clientIP(r)})
+				}
 			}
 			writeError(w, r, http.StatusNotFound, "session not found")
 			return
