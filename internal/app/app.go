@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/agentharness/harness/delegation"
+	"github.com/agentharness/harness/internal/approvals"
 	"github.com/agentharness/harness/internal/audit"
 	"github.com/agentharness/harness/internal/authn"
 	"github.com/agentharness/harness/internal/config"
@@ -215,13 +216,14 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		Keys: keys, Revocations: st, Issuer: cfg.PublicURL, Audience: cfg.ResourceURL(),
 		MaxTTL: cfg.Delegation.MaxTTL.D(), Logger: log.With("component", "delegation"),
 	}
+	approvalSvc := approvals.New(st) // held calls, in the shared store
 	routes := map[string]http.Handler{
 		"GET /.well-known/jwks.json": keys.Handler(),
 		"POST /oauth/token":          exchange.TokenHandler(),
 		"POST /oauth/revoke":         exchange.RevokeHandler(),
 	}
 	if cfg.OAuth.Enabled() {
-		as, err := buildOAuth(cfg, log, st, exchange, catalog, pol)
+		as, err := buildOAuth(cfg, log, st, exchange, catalog, pol, approvalSvc)
 		if err != nil {
 			return nil, err
 		}
@@ -238,6 +240,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		Authn: an, Catalog: catalog, Policy: pol, Limiter: limiter,
 		Sessions: st, Audit: auditLog, Client: upstreamClient, Ready: ready,
 		Identity: keys, Exchangers: exchangers, Revocations: st, Pins: pins.New(st),
+		Approvals:           approvalSvc,
 		Telemetry:           tel,
 		WrapMCP:             func(h http.Handler) http.Handler { return tel.HTTPHandler(h, "mcp") },
 		Routes:              routes,
@@ -257,7 +260,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 
 // buildOAuth wires the authorization server copilots connect to: sign-in at
 // oauth.login_issuer, consent, and delegation tokens as access tokens.
-func buildOAuth(cfg *config.Config, log *slog.Logger, st store.Store, exchange *delegation.Exchange, catalog *tools.Catalog, pol *policy.Engine) (*oauth.Server, error) {
+func buildOAuth(cfg *config.Config, log *slog.Logger, st store.Store, exchange *delegation.Exchange, catalog *tools.Catalog, pol *policy.Engine, aps *approvals.Service) (*oauth.Server, error) {
 	rolesClaim := "roles"
 	for _, is := range cfg.Auth.Issuers {
 		if is.Issuer == cfg.OAuth.LoginIssuer && is.RolesClaim != "" {
@@ -289,6 +292,7 @@ func buildOAuth(cfg *config.Config, log *slog.Logger, st store.Store, exchange *
 		// accepts client metadata documents served on loopback too.
 		AllowLoopbackHTTPClientIDs: devLoopback,
 		Logger:                     log.With("component", "oauth"),
+		Approvals:                  aps,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("oauth: %w", err)

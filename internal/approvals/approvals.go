@@ -179,6 +179,9 @@ func (s *Service) Check(ctx context.Context, b Binding, tmpl Request, ttl time.D
 	if err := s.kv.Put(ctx, bk, []byte(id), ttl); err != nil {
 		return Outcome{}, fmt.Errorf("approvals: storing binding: %w", err)
 	}
+	if _, err := s.index(ctx, &indexEntry{ID: id, Expires: r.Expires}); err != nil {
+		return Outcome{}, err
+	}
 	return Outcome{Request: r, Created: true}, nil
 }
 
@@ -285,4 +288,65 @@ func (r Request) MayDecide(a Approver) bool {
 		}
 	}
 	return false
+}
+
+// indexKey lists open requests for the inbox: ids with expiries, pruned
+// on every change. It is best effort (two replicas adding at the same
+// moment may drop one from the inbox; the request itself and its link are
+// unaffected), and bounded by maxIndex.
+const (
+	indexKey = "approval:index"
+	maxIndex = 1000
+)
+
+type indexEntry struct {
+	ID      string    `json:"id"`
+	Expires time.Time `json:"exp"`
+}
+
+func (s *Service) index(ctx context.Context, add *indexEntry) ([]indexEntry, error) {
+	b, ok, err := s.kv.Get(ctx, indexKey)
+	if err != nil {
+		return nil, fmt.Errorf("approvals: reading index: %w", err)
+	}
+	var es []indexEntry
+	if ok {
+		_ = json.Unmarshal(b, &es) // a damaged index is rebuilt from new requests
+	}
+	now := s.now()
+	es = slices.DeleteFunc(es, func(e indexEntry) bool { return !now.Before(e.Expires) })
+	if add == nil {
+		return es, nil
+	}
+	es = append(es, *add)
+	if len(es) > maxIndex {
+		es = es[len(es)-maxIndex:]
+	}
+	nb, err := json.Marshal(es)
+	if err != nil {
+		return nil, fmt.Errorf("approvals: encoding index: %w", err)
+	}
+	if err := s.kv.Put(ctx, indexKey, nb, 24*time.Hour); err != nil {
+		return nil, fmt.Errorf("approvals: storing index: %w", err)
+	}
+	return es, nil
+}
+
+// Open returns the live requests of the inbox index, oldest first.
+func (s *Service) Open(ctx context.Context) ([]Request, error) {
+	es, err := s.index(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Request, 0, len(es))
+	for _, e := range es {
+		r, ok, err := s.Get(ctx, e.ID)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }

@@ -162,3 +162,19 @@ func TestMayDecide(t *testing.T) {
 		})
 	}
 }
+
+func TestOpen(t *testing.T) {
+	ctx := context.Background()
+	s, now := newService(t)
+	tmpl := Request{Tool: "t", Approvers: []string{"self"}}
+	a, _ := s.Check(ctx, Binding{Digest: "a", Subject: "alice"}, tmpl, time.Minute)
+	b, _ := s.Check(ctx, Binding{Digest: "b", Subject: "alice"}, tmpl, 3*time.Minute)
+	open, err := s.Open(ctx)
+	if err != nil || len(open) != 2 || open[0].ID != a.Request.ID || open[1].ID != b.Request.ID {
+		t.Fatalf("Open = %+v, %v", open, err)
+	}
+	*now = now.Add(2 * time.Minute)
+	if open, _ = s.Open(ctx); len(open) != 1 || open[0].ID != b.Request.ID {
+		t.Fatalf("Open after expiry = %+v", open)
+	}
+}

@@ -109,6 +109,10 @@ type Options struct {
 	// first among the authorization servers of the protected-resource
 	// metadata: the gateway is the OAuth authorization server copilots use.
 	AuthorizationServer bool
+	// Approvals holds calls whose decision asks for a human's approval;
+	// nil refuses them. Notifier, optional, tells approvers of new ones.
+	Approvals Approvals
+	Notifier  ApprovalNotifier
 }
 
 // Server is the gateway's HTTP server.
@@ -131,6 +135,8 @@ type Server struct {
 	selfAS     bool
 	pins       Pinner
 	pinSt      pinState
+	approvals  Approvals
+	notifier   ApprovalNotifier
 
 	publicLimiter ratelimit.Limiter
 	clientAddr    clientAddr
@@ -163,6 +169,7 @@ func New(o Options) (*Server, error) {
 		sessions: o.Sessions, audit: o.Audit, client: o.Client, ready: o.Ready,
 		identity: o.Identity, exchangers: o.Exchangers, tel: o.Telemetry, revoked: o.Revocations,
 		selfAS: o.AuthorizationServer, publicLimiter: o.PublicLimiter, metrics: o.Metrics, pins: o.Pins,
+		approvals: o.Approvals, notifier: o.Notifier,
 	}
 	if s.publicLimiter == nil {
 		s.publicLimiter = s.limiter

@@ -25,7 +25,9 @@ granted if {
 	}
 }
 
-rule := data.approvals[input.tool.name]
+# Keyed by the upstream's operation id, so that the table does not depend
+# on the upstream's name prefix of the MCP tool name.
+rule := data.approvals[input.tool.operation]
 
 # The rule applies to the caller's roles and, when it names an argument,
 # only above its threshold (a missing or non-numeric argument needs approval:

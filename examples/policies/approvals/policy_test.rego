@@ -6,7 +6,7 @@ call(tool, method, tags, roles, args) := {
 	"action": "call",
 	"subject": {"sub": "alice", "roles": roles},
 	"delegation": null,
-	"tool": {"name": tool, "method": method, "tags": tags},
+	"tool": {"name": concat("_", ["crm", tool]), "operation": tool, "method": method, "tags": tags},
 	"arguments": args,
 }
 
