@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"html"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -22,6 +23,7 @@ import (
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/agentharness/harness/internal/approvals"
 	"github.com/agentharness/harness/internal/devissuer"
 )
 
@@ -67,7 +69,7 @@ func approvalUpstream(t *testing.T) (string, *atomic.Int64, *atomic.Int64) {
 
 // startApprovalStack runs the example policy with dataJSON replacing its
 // data.json when set.
-func startApprovalStack(t *testing.T, dataJSON string) *approvalStack {
+func startApprovalStack(t *testing.T, dataJSON, extraYAML string) *approvalStack {
 	t.Helper()
 	iss, err := devissuer.New(devissuer.Options{Users: []devissuer.User{
 		{Subject: "alice", Name: "Alice Support", Email: "alice@acme.example", Roles: []string{"support"}},
@@ -114,7 +116,7 @@ oauth:
   login_issuer: %s
   client_id: %s
   client_secret: ${E2E_OAUTH_SECRET}
-`, iss.URL(), up, up, pdir, iss.URL(), oauthLoginClient)
+%s`, iss.URL(), up, up, pdir, iss.URL(), oauthLoginClient, extraYAML)
 	gw := startGateway(t, cfg, "E2E_OAUTH_SECRET=s3cret-value")
 	if err := iss.AddClient(devissuer.Client{ID: oauthLoginClient, Secret: "s3cret-value", RedirectURIs: []string{gw.URL + "/oauth/callback"}}); err != nil {
 		t.Fatal(err)
@@ -187,7 +189,7 @@ func (s *approvalStack) decideApproval(t *testing.T, link, user, decision string
 // TestApprovalToolErrorPath: a client without elicitation.url gets the
 // tool error; only the exact call, once, runs after an admin approves.
 func TestApprovalToolErrorPath(t *testing.T) {
-	s := startApprovalStack(t, "")
+	s := startApprovalStack(t, "", "")
 	legacy := eras[1]
 	a := s.agent(t, "alice", "copilot-a", []string{"support"}, legacy, false)
 	const reason = "refunds over 100 EUR need an admin's approval"
@@ -321,10 +323,23 @@ func TestApprovalToolErrorPath(t *testing.T) {
 // elicitation.url gets -32042 with the approval URL; deletes need the
 // human's own approval (self), and an expired approval holds the call again.
 func TestApprovalURLElicitation(t *testing.T) {
+	const hookSecret = "e2e-webhook-secret-0123"
+	hooked := make(chan map[string]any, 10)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if r.Header.Get(approvals.SignatureHeader) != approvals.Sign([]byte(hookSecret), body) {
+			http.Error(w, "bad signature", http.StatusUnauthorized)
+			return
+		}
+		var m map[string]any
+		_ = json.Unmarshal(body, &m)
+		hooked <- m
+	}))
+	t.Cleanup(hook.Close)
 	s := startApprovalStack(t, `{
   "grants": {"support": {"read": ["*"], "write": ["tickets", "refunds"]}},
   "approvals": {"delete_ticket": {"roles": ["support"], "approvers": ["self"], "reason": "deleting a ticket needs your own confirmation", "ttl": "3s"}}
-}`)
+}`, fmt.Sprintf("approvals:\n  webhook_url: %s\n  webhook_secret: %s\n", hook.URL, hookSecret))
 	c := s.agent(t, "alice", "copilot-a", []string{"support"}, eras[1], true)
 	held := func(what string) (string, string) {
 		t.Helper()
@@ -345,6 +360,10 @@ func TestApprovalURLElicitation(t *testing.T) {
 		return el.URL, el.ElicitationID
 	}
 	link, id := held("delete")
+	// The webhook receiver got the new request, signed.
+	if m := <-hooked; m["id"] != id || m["url"] != link || !strings.Contains(fmt.Sprint(m["text"]), link) {
+		t.Fatalf("webhook body %v", m)
+	}
 	// self: alice approves her own agent's call.
 	s.decideApproval(t, link, "alice", "approve")
 	if res := callTool(t, c, "shop_delete_ticket", map[string]any{"ticket_id": "t-7"}); res.IsError || s.deletes.Load() != 1 {

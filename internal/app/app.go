@@ -217,6 +217,13 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		MaxTTL: cfg.Delegation.MaxTTL.D(), Logger: log.With("component", "delegation"),
 	}
 	approvalSvc := approvals.New(st) // held calls, in the shared store
+	var notifier server.ApprovalNotifier
+	if cfg.Approvals.WebhookURL != "" {
+		wctx, stop := context.WithCancel(context.Background())
+		app.closers = append(app.closers, func(context.Context) error { stop(); return nil })
+		notifier = approvals.NewWebhook(wctx, cfg.Approvals.WebhookURL, cfg.Approvals.WebhookSecret, nil, log.With("component", "approvals"))
+		log.Info("approvals: new requests are posted to the webhook", "url", RedactURL(cfg.Approvals.WebhookURL), "signed", cfg.Approvals.WebhookSecret != "")
+	}
 	routes := map[string]http.Handler{
 		"GET /.well-known/jwks.json": keys.Handler(),
 		"POST /oauth/token":          exchange.TokenHandler(),
@@ -241,6 +248,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, version st
 		Sessions: st, Audit: auditLog, Client: upstreamClient, Ready: ready,
 		Identity: keys, Exchangers: exchangers, Revocations: st, Pins: pins.New(st),
 		Approvals:           approvalSvc,
+		Notifier:            notifier,
 		Telemetry:           tel,
 		WrapMCP:             func(h http.Handler) http.Handler { return tel.HTTPHandler(h, "mcp") },
 		Routes:              routes,

@@ -3,6 +3,12 @@ package approvals
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -176,5 +182,58 @@ func TestOpen(t *testing.T) {
 	*now = now.Add(2 * time.Minute)
 	if open, _ = s.Open(ctx); len(open) != 1 || open[0].ID != b.Request.ID {
 		t.Fatalf("Open after expiry = %+v", open)
+	}
+}
+
+func TestWebhookSignedAndNeverBlocks(t *testing.T) {
+	const secret = "0123456789abcdef-secret"
+	got := make(chan map[string]any, 1)
+	fails := make(chan struct{}, 10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if r.Header.Get(SignatureHeader) != Sign([]byte(secret), body) {
+			http.Error(w, "bad signature", http.StatusUnauthorized)
+			return
+		}
+		if len(fails) < 1 { // the first delivery fails: retried
+			fails <- struct{}{}
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		var m map[string]any
+		_ = json.Unmarshal(body, &m)
+		got <- m
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := NewWebhook(ctx, srv.URL, secret, nil, slog.New(slog.DiscardHandler))
+	w.backoff = time.Millisecond
+	r := Request{ID: "req1", Tool: "issue_refund", Subject: "alice", Email: "alice@acme.example", Agent: "copilot", Reason: "refunds over 100", Approvers: []string{"role:admin"}, Expires: time.Now().Add(time.Minute)}
+	w.Notify(r, "https://gw.example/approvals/req1")
+	m := <-got
+	if m["id"] != "req1" || m["url"] != "https://gw.example/approvals/req1" || !strings.Contains(m["text"].(string), "https://gw.example/approvals/req1") {
+		t.Fatalf("webhook body %v", m)
+	}
+	if Sign([]byte(secret), []byte("x")) == Sign([]byte("other-secret-0123456"), []byte("x")) {
+		t.Fatal("signature does not depend on the secret")
+	}
+}
+
+func TestWebhookDownDoesNotBlock(t *testing.T) {
+	block := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-block }))
+	defer srv.Close()
+	defer close(block)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := NewWebhook(ctx, srv.URL, "", nil, slog.New(slog.DiscardHandler))
+	// The sender is stuck on the first POST; the queue fills; further
+	// notifications are dropped, and Notify returns every time.
+	for i := range WebhookQueue + 50 {
+		w.Notify(Request{ID: fmt.Sprint(i)}, "u")
+	}
+	if n := len(w.queue); n > WebhookQueue {
+		t.Fatalf("queue holds %d, bound %d", n, WebhookQueue)
 	}
 }
