@@ -25,6 +25,7 @@ import (
 
 	"github.com/agentharness/harness/internal/approvals"
 	"github.com/agentharness/harness/internal/devissuer"
+	"github.com/agentharness/harness/internal/redistest"
 )
 
 // The approval tests run the example policy examples/policies/approvals
@@ -32,10 +33,12 @@ import (
 // a small upstream that counts the calls that reach it.
 
 type approvalStack struct {
-	iss     *devissuer.Issuer
-	gw      *gateway
-	refunds *atomic.Int64
-	deletes *atomic.Int64
+	iss *devissuer.Issuer
+	gw  *gateway
+	// replicas are every gateway (gw, at public_url, first).
+	replicas []*gateway
+	refunds  *atomic.Int64
+	deletes  *atomic.Int64
 }
 
 func approvalUpstream(t *testing.T) (string, *atomic.Int64, *atomic.Int64) {
@@ -71,6 +74,13 @@ func approvalUpstream(t *testing.T) (string, *atomic.Int64, *atomic.Int64) {
 // data.json when set.
 func startApprovalStack(t *testing.T, dataJSON, extraYAML string) *approvalStack {
 	t.Helper()
+	return startApprovalReplicas(t, 1, dataJSON, extraYAML)
+}
+
+// startApprovalReplicas starts n gateways with the first one's public_url
+// (give them a shared Redis in extraYAML when n > 1).
+func startApprovalReplicas(t *testing.T, n int, dataJSON, extraYAML string) *approvalStack {
+	t.Helper()
 	iss, err := devissuer.New(devissuer.Options{Users: []devissuer.User{
 		{Subject: "alice", Name: "Alice Support", Email: "alice@acme.example", Roles: []string{"support"}},
 		{Subject: "bob", Name: "Bob Admin", Email: "bob@acme.example", Roles: []string{"admin"}},
@@ -98,7 +108,7 @@ func startApprovalStack(t *testing.T, dataJSON, extraYAML string) *approvalStack
 	}
 	up, refunds, deletes := approvalUpstream(t)
 	cfg := fmt.Sprintf(`listen: {{LISTEN}}
-public_url: http://{{LISTEN}}
+public_url: PUBLIC
 environment: prod
 auth:
   issuers:
@@ -117,22 +127,36 @@ oauth:
   client_id: %s
   client_secret: ${E2E_OAUTH_SECRET}
 %s`, iss.URL(), up, up, pdir, iss.URL(), oauthLoginClient, extraYAML)
-	gw := startGateway(t, cfg, "E2E_OAUTH_SECRET=s3cret-value")
-	if err := iss.AddClient(devissuer.Client{ID: oauthLoginClient, Secret: "s3cret-value", RedirectURIs: []string{gw.URL + "/oauth/callback"}}); err != nil {
+	s := &approvalStack{iss: iss, refunds: refunds, deletes: deletes}
+	public := "http://{{LISTEN}}"
+	for range n {
+		gw := startGateway(t, strings.Replace(cfg, "PUBLIC", public, 1), "E2E_OAUTH_SECRET=s3cret-value")
+		if s.gw == nil {
+			s.gw, public = gw, gw.URL
+		}
+		s.replicas = append(s.replicas, gw)
+	}
+	if err := iss.AddClient(devissuer.Client{ID: oauthLoginClient, Secret: "s3cret-value", RedirectURIs: []string{s.gw.URL + "/oauth/callback"}}); err != nil {
 		t.Fatal(err)
 	}
-	return &approvalStack{iss: iss, gw: gw, refunds: refunds, deletes: deletes}
+	return s
 }
 
 // agent connects as user's agent (azp) in era e; urlElicitation declares
 // the elicitation.url capability.
 func (s *approvalStack) agent(t *testing.T, user, agent string, roles []string, e era, urlElicitation bool) *client.Client {
 	t.Helper()
+	return s.agentAt(t, s.gw, user, agent, roles, e, urlElicitation)
+}
+
+// agentAt is agent connected to replica gw.
+func (s *approvalStack) agentAt(t *testing.T, gw *gateway, user, agent string, roles []string, e era, urlElicitation bool) *client.Client {
+	t.Helper()
 	tok := mint(t, s.iss, s.gw.URL, map[string]any{"sub": user, "roles": roles, "email": user + "@acme.example", "azp": agent})
 	if !urlElicitation {
-		return connect(t, s.gw.URL, tok, e)
+		return connect(t, gw.URL, tok, e)
 	}
-	tr, err := transport.NewStreamableHTTP(s.gw.URL+"/mcp", transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + tok}))
+	tr, err := transport.NewStreamableHTTP(gw.URL+"/mcp", transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + tok}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,5 +405,28 @@ func TestApprovalURLElicitation(t *testing.T) {
 	}
 	if s.deletes.Load() != 1 {
 		t.Fatalf("upstream saw %d deletes, want 1", s.deletes.Load())
+	}
+}
+
+// TestApprovalReplicas: two replicas on Redis; the call is held on B, the
+// approval page is served by A (public_url), the retry on B runs once.
+func TestApprovalReplicas(t *testing.T) {
+	s := startApprovalReplicas(t, 2, "", fmt.Sprintf("ratelimit:\n  redis_url: %q\n", redistest.Start(t)))
+	b := s.replicas[1]
+	const reason = "refunds over 100 EUR need an admin's approval"
+	refund := map[string]any{"order_id": "o-9", "amount": 500}
+	onB := s.agentAt(t, b, "alice", "copilot-a", []string{"support"}, eras[0], false)
+	link, id := wantHeld(t, "held on B", callTool(t, onB, "shop_issue_refund", refund), reason)
+	if !strings.HasPrefix(link, s.gw.URL+"/approvals/") {
+		t.Fatalf("approval link %s is not at public_url %s", link, s.gw.URL)
+	}
+	s.decideApproval(t, link, "bob", "approve") // served by A
+	if res := callTool(t, onB, "shop_issue_refund", refund); res.IsError || s.refunds.Load() != 1 {
+		t.Fatalf("approved retry on B: %q, %d refunds", resultText(res), s.refunds.Load())
+	}
+	// Consumed for both replicas: the next identical call on A is held.
+	onA := s.agent(t, "alice", "copilot-a", []string{"support"}, eras[0], false)
+	if _, id2 := wantHeld(t, "again on A", callTool(t, onA, "shop_issue_refund", refund), reason); id2 == id || s.refunds.Load() != 1 {
+		t.Fatal("the consumed approval ran the call again on the other replica")
 	}
 }
