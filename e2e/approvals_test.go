@@ -362,26 +362,32 @@ func TestApprovalURLElicitation(t *testing.T) {
 	t.Cleanup(hook.Close)
 	s := startApprovalStack(t, `{
   "grants": {"support": {"read": ["*"], "write": ["tickets", "refunds"]}},
-  "approvals": {"delete_ticket": {"roles": ["support"], "approvers": ["self"], "reason": "deleting a ticket needs your own confirmation", "ttl": "3s"}}
+  "approvals": {
+    "delete_ticket": {"roles": ["support"], "approvers": ["self"], "reason": "deleting a ticket needs your own confirmation", "ttl": "10m"},
+    "issue_refund": {"roles": ["support"], "approvers": ["self"], "reason": "refunds need your own confirmation", "ttl": "5s"}}
 }`, fmt.Sprintf("approvals:\n  webhook_url: %s\n  webhook_secret: %s\n", hook.URL, hookSecret))
 	c := s.agent(t, "alice", "copilot-a", []string{"support"}, eras[1], true)
-	held := func(what string) (string, string) {
+	heldCall := func(what, tool string, args map[string]any, reason string) (string, string) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		req := mcp.CallToolRequest{}
-		req.Params.Name = "shop_delete_ticket"
-		req.Params.Arguments = map[string]any{"ticket_id": "t-7"}
+		req.Params.Name = tool
+		req.Params.Arguments = args
 		_, err := c.CallTool(ctx, req)
 		var ue mcp.URLElicitationRequiredError
 		if !errors.As(err, &ue) || len(ue.Elicitations) != 1 {
 			t.Fatalf("%s: got %v, want -32042 URLElicitationRequired", what, err)
 		}
 		el := ue.Elicitations[0]
-		if el.Mode != "url" || el.ElicitationID == "" || el.URL != s.gw.URL+"/approvals/"+el.ElicitationID || !strings.Contains(el.Message, "deleting a ticket needs your own confirmation") {
+		if el.Mode != "url" || el.ElicitationID == "" || el.URL != s.gw.URL+"/approvals/"+el.ElicitationID || !strings.Contains(el.Message, reason) {
 			t.Fatalf("%s: elicitation %+v", what, el)
 		}
 		return el.URL, el.ElicitationID
+	}
+	held := func(what string) (string, string) {
+		t.Helper()
+		return heldCall(what, "shop_delete_ticket", map[string]any{"ticket_id": "t-7"}, "deleting a ticket needs your own confirmation")
 	}
 	link, id := held("delete")
 	// The webhook receiver got the new request, signed.
@@ -393,18 +399,24 @@ func TestApprovalURLElicitation(t *testing.T) {
 	if res := callTool(t, c, "shop_delete_ticket", map[string]any{"ticket_id": "t-7"}); res.IsError || s.deletes.Load() != 1 {
 		t.Fatalf("approved delete: %q, %d deletes", resultText(res), s.deletes.Load())
 	}
-	// Expired: approved, but repeated after its ttl.
-	link2, id2 := held("second delete")
-	if id2 == id {
+	if _, id2 := held("second delete"); id2 == id {
 		t.Fatal("the second delete reused the consumed approval")
-	}
-	s.decideApproval(t, link2, "alice", "approve")
-	time.Sleep(3500 * time.Millisecond) // past the 3s ttl of the approval
-	if _, id3 := held("delete after expiry"); id3 == id2 {
-		t.Fatal("an expired approval was found again")
 	}
 	if s.deletes.Load() != 1 {
 		t.Fatalf("upstream saw %d deletes, want 1", s.deletes.Load())
+	}
+	// Expired: a refund (ttl 5s) approved, but repeated after its ttl.
+	refund := map[string]any{"order_id": "o-3", "amount": 20}
+	const refundReason = "refunds need your own confirmation"
+	created := time.Now()
+	link3, id3 := heldCall("refund", "shop_issue_refund", refund, refundReason)
+	s.decideApproval(t, link3, "alice", "approve")
+	time.Sleep(time.Until(created.Add(5500 * time.Millisecond))) // past the 5s ttl
+	if _, id4 := heldCall("refund after expiry", "shop_issue_refund", refund, refundReason); id4 == id3 {
+		t.Fatal("an expired approval was found again")
+	}
+	if s.refunds.Load() != 0 {
+		t.Fatalf("upstream saw %d refunds, want 0", s.refunds.Load())
 	}
 }
 
