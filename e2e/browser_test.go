@@ -464,3 +464,49 @@ func TestBrowserSignInFailure(t *testing.T) {
 		t.Errorf("the copilot got %v, want error=server_error with state and iss", q)
 	}
 }
+
+// TestBrowserApproval: an approver signs in at the IdP from the link the
+// agent got, sees the held call and approves it; the agent's retry runs.
+func TestBrowserApproval(t *testing.T) {
+	ctx := newChromium(t, 50*time.Second)
+	s := startApprovalStack(t, "", "")
+	agent := s.agent(t, "alice", "copilot-a", []string{"support"}, eras[0], false)
+	refund := map[string]any{"order_id": "o-42", "amount": 180, "card_number": "4111111111111111"}
+	link, _ := wantHeld(t, "refund", callTool(t, agent, "shop_issue_refund", refund), "refunds over 100 EUR need an admin's approval")
+
+	do(t, ctx, "open the approval link",
+		chromedp.Navigate(link),
+		chromedp.WaitVisible(chromedp.ID("user-bob")))
+	do(t, ctx, "sign in as bob at the IdP",
+		chromedp.Click(chromedp.ID("user-bob")),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="approval"]`)))
+	if loc := get(t, ctx, "location", chromedp.Location()); loc != link {
+		t.Fatalf("after sign-in at %s, want %s", loc, link)
+	}
+	for css, want := range map[string]string{
+		`[data-testid="approval-human"]`:  "alice@acme.example",
+		`[data-testid="approval-agent"]`:  "copilot-a",
+		`[data-testid="approval-tool"]`:   "shop_issue_refund",
+		`[data-testid="approval-reason"]`: "refunds over 100 EUR need an admin's approval",
+		`[data-testid="approval-status"]`: "pending",
+	} {
+		if got := text(t, ctx, css); !strings.Contains(got, want) {
+			t.Errorf("%s = %q, want %q", css, got, want)
+		}
+	}
+	args := text(t, ctx, `[data-testid="approval-arguments"]`)
+	if !strings.Contains(args, "180") || strings.Contains(args, "4111111111111111") {
+		t.Errorf("arguments shown %q: want the amount, not the card number", args)
+	}
+	wantStyled(t, ctx, "approval page", "#approve", "rgb(29, 78, 216)")
+	screenshot(t, ctx, "approval.png")
+	do(t, ctx, "approve",
+		chromedp.Click(chromedp.ID("approve")),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="approval-done"]`)))
+	if got := text(t, ctx, `[data-testid="approval-status"]`); !strings.Contains(got, "approved by bob@acme.example") {
+		t.Errorf("status after approving: %q", got)
+	}
+	if res := callTool(t, agent, "shop_issue_refund", refund); res.IsError || s.refunds.Load() != 1 {
+		t.Fatalf("retry after approval: %q, %d refunds", resultText(res), s.refunds.Load())
+	}
+}

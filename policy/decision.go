@@ -159,6 +159,9 @@ func decodeDecision(v ast.Value) (Decision, error) {
 		if d.Approval, err = canonicalJSON(a); err != nil {
 			return Decision{}, fmt.Errorf("%w: approval: %w", ErrMalformed, err)
 		}
+		if _, err = ParseApproval(d.Approval); err != nil {
+			return Decision{}, fmt.Errorf("%w: approval: %w", ErrMalformed, err)
+		}
 	}
 	d.Allow = bool(allow)
 	return d, nil

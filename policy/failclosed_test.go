@@ -32,6 +32,8 @@ func TestDecideFailsClosed(t *testing.T) {
 		{"rate limit bad period", `decision := {"allow": true, "rate_limit": {"requests": 5, "per": "soon"}}`, ErrMalformed, reasonMalformed, true},
 		{"rate limit negative period", `decision := {"allow": true, "rate_limit": {"requests": 5, "per": "-1m"}}`, ErrMalformed, reasonMalformed, true},
 		{"rate limit key a number", `decision := {"allow": true, "rate_limit": {"requests": 5, "per": "1m", "key": 3}}`, ErrMalformed, reasonMalformed, true},
+		{"approval without approvers", `decision := {"allow": true, "approval": {"approvers": [], "ttl": "1m"}}`, ErrMalformed, reasonMalformed, true},
+		{"approval with a bad approver", `decision := {"allow": true, "approval": {"approvers": ["bob"]}}`, ErrMalformed, reasonMalformed, true},
 		{"detectors not a list", `decision := {"allow": true, "detectors": "secret"}`, ErrMalformed, reasonMalformed, true},
 	}
 	for _, tc := range tests {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/agentharness/harness/delegation"
+	"github.com/agentharness/harness/internal/approvals"
 	"github.com/agentharness/harness/internal/audit"
 	"github.com/agentharness/harness/internal/authn"
 	"github.com/agentharness/harness/internal/config"
@@ -290,13 +291,21 @@ func BuildWith(ctx context.Context, cfg *config.Config, log *slog.Logger, versio
 			sec.Event(ctx, &audit.Record{Event: ev.Event, Decision: dec, Reason: ev.Reason, Subject: ev.Subject, Agent: ev.Agent, Delegation: ev.ID})
 		},
 	}
+	approvalSvc := approvals.New(st) // held calls, in the shared store
+	var notifier server.ApprovalNotifier
+	if cfg.Approvals.WebhookURL != "" {
+		wctx, stop := context.WithCancel(context.Background())
+		app.closers = append(app.closers, func(context.Context) error { stop(); return nil })
+		notifier = approvals.NewWebhook(wctx, cfg.Approvals.WebhookURL, cfg.Approvals.WebhookSecret, nil, log.With("component", "approvals"))
+		log.Info("approvals: new requests are posted to the webhook", "url", RedactURL(cfg.Approvals.WebhookURL), "signed", cfg.Approvals.WebhookSecret != "")
+	}
 	routes := map[string]http.Handler{
 		"GET /.well-known/jwks.json": keys.Handler(),
 		"POST /oauth/token":          exchange.TokenHandler(),
 		"POST /oauth/revoke":         exchange.RevokeHandler(),
 	}
 	if cfg.OAuth.Enabled() {
-		as, err := buildOAuth(cfg, log, st, exchange, catalog, pol, sec)
+		as, err := buildOAuth(cfg, log, st, exchange, catalog, pol, sec, approvalSvc)
 		if err != nil {
 			return nil, err
 		}
@@ -313,6 +322,8 @@ func BuildWith(ctx context.Context, cfg *config.Config, log *slog.Logger, versio
 		Authn: an, Catalog: catalog, Policy: pol, Limiter: limiter,
 		Sessions: st, Audit: records, Client: upstreamClient, Ready: ready,
 		Identity: keys, Exchangers: exchangers, Revocations: st, Pins: pins.New(st),
+		Approvals:           approvalSvc,
+		Notifier:            notifier,
 		Telemetry:           tel,
 		Security:            sec,
 		WrapMCP:             func(h http.Handler) http.Handler { return tel.HTTPHandler(h, "mcp") },
@@ -333,7 +344,7 @@ func BuildWith(ctx context.Context, cfg *config.Config, log *slog.Logger, versio
 
 // buildOAuth wires the authorization server copilots connect to: sign-in at
 // oauth.login_issuer, consent, and delegation tokens as access tokens.
-func buildOAuth(cfg *config.Config, log *slog.Logger, st store.Store, exchange *delegation.Exchange, catalog *tools.Catalog, pol *policy.Engine, sec *audit.Security) (*oauth.Server, error) {
+func buildOAuth(cfg *config.Config, log *slog.Logger, st store.Store, exchange *delegation.Exchange, catalog *tools.Catalog, pol *policy.Engine, sec *audit.Security, aps *approvals.Service) (*oauth.Server, error) {
 	rolesClaim := "roles"
 	for _, is := range cfg.Auth.Issuers {
 		if is.Issuer == cfg.OAuth.LoginIssuer && is.RolesClaim != "" {
@@ -375,7 +386,8 @@ func buildOAuth(cfg *config.Config, log *slog.Logger, st store.Store, exchange *
 			sec.Event(ctx, &audit.Record{Event: audit.EventRevocation, Reason: reason,
 				Subject: h.Subject, Email: h.Email, Name: h.Name, Issuer: h.Issuer, Agent: clientID, Delegation: grantID})
 		},
-		Logger: log.With("component", "oauth"),
+		Logger:    log.With("component", "oauth"),
+		Approvals: aps,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("oauth: %w", err)

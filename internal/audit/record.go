@@ -18,7 +18,17 @@ const (
 	DecisionDeny        = "deny"
 	DecisionRateLimited = "rate_limited"
 	DecisionError       = "error"
+	// DecisionApprovalRequired: the call was held until a human approves it.
+	DecisionApprovalRequired = "approval_required"
 )
+
+// Approval is the approval an executed call consumed.
+type Approval struct {
+	// ID identifies the approval request (/approvals/<id>).
+	ID string `json:"id"`
+	// By is the approver who approved (or, on a denial, declined).
+	By string `json:"by"`
+}
 
 // Action values of Record.Action (the policy input's action).
 const (
@@ -126,6 +136,9 @@ type Record struct {
 	// PolicyDecision is what the policy decided for Input (policy.Outcome
 	// as JSON: allow and the obligations), before limits and upstream.
 	PolicyDecision json.RawMessage `json:"policy_decision,omitempty"`
+	// Approval is set on a call that ran (or was denied) on a human's
+	// answer to an approval request.
+	Approval *Approval `json:"approval,omitempty"`
 	// Prev is the Hash of the previous record in the chain.
 	Prev string `json:"prev"`
 	// Hash covers the whole line, Prev included (see the type comment).

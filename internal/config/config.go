@@ -32,6 +32,8 @@ type Config struct {
 	// OAuth makes the gateway the OAuth authorization server copilots
 	// connect to; optional (empty login_issuer: off).
 	OAuth OAuth `yaml:"oauth"`
+	// Approvals tells approvers about calls held for their approval.
+	Approvals Approvals `yaml:"approvals"`
 	// RateLimit configures the GCRA limiter.
 	RateLimit RateLimit `yaml:"ratelimit"`
 	// Upstreams are the HTTP APIs served as MCP tools.
@@ -113,6 +115,17 @@ type Policy struct {
 type Delegation struct {
 	// MaxTTL is the longest life of a delegation token.
 	MaxTTL Duration `yaml:"max_ttl"`
+}
+
+// Approvals configures how approvers learn of held calls (see
+// docs/approvals.md). Optional.
+type Approvals struct {
+	// WebhookURL receives a JSON POST for each new approval request
+	// (Slack-compatible "text" plus structured fields); empty: none.
+	WebhookURL string `yaml:"webhook_url"`
+	// WebhookSecret, when set, signs each POST: X-Harness-Signature is
+	// "sha256=" + hex HMAC-SHA256 of the body. Never logged.
+	WebhookSecret string `yaml:"webhook_secret"`
 }
 
 // OAuth configures Harness as the authorization server copilots connect to:

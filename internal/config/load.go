@@ -422,6 +422,7 @@ func (c *Config) Validate() Problems {
 	}
 	ps = append(ps, c.validateOAuth()...)
 	ps = append(ps, c.validateCORS()...)
+	ps = append(ps, c.validateApprovals()...)
 	if c.RateLimit.RedisURL != "" {
 		// The limiter's own parser decides (its errors never echo the URL).
 		if err := ratelimit.CheckRedisURL(c.RateLimit.RedisURL); err != nil {
@@ -747,6 +748,25 @@ func (c *Config) validateOAuth() Problems {
 	}
 	if o.ClientID == "" {
 		bad("oauth.client_id", "required: the gateway's client id at the login issuer")
+	}
+	return ps
+}
+
+// validateApprovals checks the optional approvals section.
+func (c *Config) validateApprovals() Problems {
+	var ps Problems
+	a := c.Approvals
+	if a.WebhookURL != "" {
+		u, err := url.Parse(a.WebhookURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			ps = append(ps, Problem{Path: "approvals.webhook_url", Msg: "must be an http(s) URL"})
+		}
+	}
+	if a.WebhookSecret != "" && a.WebhookURL == "" {
+		ps = append(ps, Problem{Path: "approvals.webhook_secret", Msg: "set without approvals.webhook_url"})
+	}
+	if a.WebhookSecret != "" && len(a.WebhookSecret) < 16 {
+		ps = append(ps, Problem{Path: "approvals.webhook_secret", Msg: "must be at least 16 characters (a random secret, written as ${VAR})"})
 	}
 	return ps
 }

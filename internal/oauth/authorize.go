@@ -295,7 +295,7 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/oauth/consent?request="+url.QueryEscape(ls.RequestID), http.StatusSeeOther)
 		return
 	}
-	http.Redirect(w, r, "/oauth/agents", http.StatusSeeOther)
+	http.Redirect(w, r, returnPath(ls.Return), http.StatusSeeOther)
 }
 
 // abortRequest ends a pending request with an error to its client.

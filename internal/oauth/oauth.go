@@ -157,6 +157,9 @@ type Options struct {
 	// refresh-token or code reuse) with the reason (audit); must not block.
 	OnRevoke func(ctx context.Context, h Human, clientID, grantID, reason string)
 	Now      func() time.Time
+	// Approvals serves the approval pages /approvals and /approvals/{id}
+	// when set.
+	Approvals Approvals
 }
 
 // Lifetimes of the short-lived state.
@@ -269,6 +272,11 @@ func (s *Server) Routes() map[string]http.Handler {
 		"POST /oauth/agents/revoke":     http.HandlerFunc(s.agentsRevoke),
 		"POST /oauth/logout":            http.HandlerFunc(s.logout),
 		"GET /oauth/assets/harness.css": http.HandlerFunc(serveCSS),
+	}
+	if s.o.Approvals != nil {
+		routes["GET /approvals"] = http.HandlerFunc(s.approvalsInbox)
+		routes["GET /approvals/{id}"] = http.HandlerFunc(s.approvalPage)
+		routes["POST /approvals/{id}"] = http.HandlerFunc(s.approvalDecision)
 	}
 	// The JSON endpoints carry no cookie and are called by browser-based
 	// clients too (CORS, RFC 8414 §3, RFC 7591): any origin may call them.

@@ -40,6 +40,9 @@ type call struct {
 	span    trace.Span
 	known   bool // the tool exists: its name may be a metric label
 	refused bool // refused before the upstream: charged to the refusal budget
+	// answer, when set, answers a refused call instead of its tool error
+	// (a JSON-RPC error such as -32042 URLElicitationRequired).
+	answer error
 }
 
 // callTool is the pipeline of one tool call (steps 3–8 of ARCHITECTURE.md):
@@ -89,7 +92,11 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 	in.Arguments = args
 	dec, red, ref := s.gate(ctx, c, in, name, func() bool { return s.visible(ctx, p)[name] })
 	if ref != nil {
-		return s.finish(ctx, c, ref.decision, ref.reason, mcp.NewToolResultError(ref.message))
+		res, err := s.finish(ctx, c, ref.decision, ref.reason, mcp.NewToolResultError(ref.message))
+		if c.answer != nil && err == nil { // -32042: see approval.go
+			return nil, c.answer
+		}
+		return res, err
 	}
 	if tool.Kind == tools.KindMCP { // 6–7 for a tool of an upstream MCP server
 		return s.invokeMCPTool(ctx, c, req, tool, up, args, dec, red)
@@ -227,6 +234,11 @@ func (s *Server) gate(ctx context.Context, c *call, in *policy.Input, name strin
 	// Refuse rather than act unrecorded when the audit trail is failing.
 	if err := s.auditHealthy(); err != nil && s.cfg.Audit.OnError != "allow" {
 		return dec, nil, failed("the audit trail cannot be written, so calls are refused")
+	}
+	// A call the policy allows only with a human's approval (approval.go);
+	// after the limit, so that held calls are charged like any other.
+	if ref := s.approvalGate(ctx, c, in, name, dec, red); ref != nil {
+		return dec, nil, ref
 	}
 	return dec, red, nil
 }

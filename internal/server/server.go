@@ -112,6 +112,10 @@ type Options struct {
 	// Security receives security events (refused tokens, session misuse);
 	// optional.
 	Security SecurityEvents
+	// Approvals holds calls whose decision asks for a human's approval;
+	// nil refuses them. Notifier, optional, tells approvers of new ones.
+	Approvals Approvals
+	Notifier  ApprovalNotifier
 }
 
 // SecurityEvents records security events in the audit trail.
@@ -143,6 +147,8 @@ type Server struct {
 	selfAS     bool
 	pins       Pinner
 	pinSt      pinState
+	approvals  Approvals
+	notifier   ApprovalNotifier
 
 	publicLimiter ratelimit.Limiter
 	clientAddr    clientAddr
@@ -175,7 +181,8 @@ func New(o Options) (*Server, error) {
 		sessions: o.Sessions, audit: o.Audit, client: o.Client, ready: o.Ready,
 		identity: o.Identity, exchangers: o.Exchangers, tel: o.Telemetry, revoked: o.Revocations,
 		selfAS: o.AuthorizationServer, publicLimiter: o.PublicLimiter, metrics: o.Metrics, pins: o.Pins,
-		security: o.Security,
+		security:  o.Security,
+		approvals: o.Approvals, notifier: o.Notifier,
 	}
 	if s.publicLimiter == nil {
 		s.publicLimiter = s.limiter
