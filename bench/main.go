@@ -44,6 +44,13 @@ type options struct {
 }
 
 func main() {
+	if u := os.Getenv(floorEnv); u != "" {
+		if err := serveFloor(u); err != nil {
+			fmt.Fprintln(os.Stderr, "floor:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var o options
 	flag.BoolVar(&o.quick, "quick", false, "a short run (about 1 minute): shorter rounds, a 10 s soak")
 	flag.StringVar(&o.out, "out", "", "also write the Markdown report to this file (docs/benchmarks.md)")
@@ -101,6 +108,7 @@ type env struct {
 	redis    *proc
 	redisURL string
 	sink     *otlpSink
+	floor    *floorProc
 	direct   *http.Client
 	mcpTr    *http.Transport
 	scrape   *http.Client
@@ -160,6 +168,10 @@ func run(o options) error {
 		return err
 	}
 	e.cleanup = append(e.cleanup, e.redis.stop)
+	if e.floor, err = startFloor(e.up.url); err != nil {
+		return err
+	}
+	e.cleanup = append(e.cleanup, e.floor.stop)
 
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 64
@@ -188,7 +200,7 @@ func run(o options) error {
 	for _, er := range eras {
 		for _, conc := range []int{1, 16} {
 			logf("full pipeline, %s era, concurrency %d", er.name, conc)
-			c, err := e.measure(g, er, conc, support, true, o.rounds, o.round, o.warm)
+			c, err := e.measureWithFloor(g, er, conc, support, o.rounds, o.round, o.warm)
 			if err != nil {
 				return err
 			}
@@ -348,8 +360,12 @@ type cell struct {
 	// gateway rounds and in direct rounds.
 	benchPerCall, benchDirectPerCall time.Duration
 	warmErrs                         int // failed calls during the warm-up
-	stages                           map[string]time.Duration
-	firstErr                         error
+	// The floor (bench/floor.go) in the same rounds, when measured: its
+	// latencies and throughput, and its process's CPU per call.
+	floor           *stats
+	floorCPUPerCall time.Duration
+	stages          map[string]time.Duration
+	firstErr        error
 }
 
 // measure runs warm-up, then rounds pairs of direct and gateway rounds,
@@ -360,6 +376,30 @@ func (e *env) measure(g *gatewayProc, er era, conc int, token string, redacted b
 		return nil, err
 	}
 	defer m.close()
+	for i := 0; i < rounds; i++ {
+		if err := m.round(d); err != nil {
+			return nil, err
+		}
+	}
+	return m.finish(), nil
+}
+
+// measureWithFloor is measure with a floor round (the same calls through
+// the minimal translator, by the same kind of mcp-go client) between the
+// direct and the gateway round of every pair.
+func (e *env) measureWithFloor(g *gatewayProc, er era, conc int, token string, rounds int, d, warm time.Duration) (*cell, error) {
+	m, err := e.newMeter(g, er, conc, token, true, warm)
+	if err != nil {
+		return nil, err
+	}
+	defer m.close()
+	fc, err := connectClients(e.floor.url, "unused", er, conc, e.mcpTr)
+	if err != nil {
+		return nil, fmt.Errorf("floor: %w", err)
+	}
+	defer fc.close()
+	m.floorCall = gatewayCaller(fc, false)
+	runRound(conc, warm/2, m.floorCall)
 	for i := 0; i < rounds; i++ {
 		if err := m.round(d); err != nil {
 			return nil, err
@@ -380,7 +420,10 @@ type meter struct {
 	close   func()
 	warmErr error
 
-	dr, gr                                       []roundResult
+	dr, gr, fr                                   []roundResult
+	floorCall                                    caller // nil: no floor rounds
+	floorTicks                                   int64
+	floorCalls                                   int
 	acc                                          stageStats
 	ticks, redisTicks, selfTicks, selfDirectTick int64
 	directCalls                                  int
@@ -432,6 +475,20 @@ func (m *meter) round(d time.Duration) error {
 	m.dr = append(m.dr, r)
 	m.selfDirectTick += s1 - s0
 	m.directCalls += len(r.lat) + r.errs
+	if m.floorCall != nil {
+		f0, err := cpuTicks(e.floor.pid())
+		if err != nil {
+			return err
+		}
+		r := runRound(conc, d, m.floorCall)
+		f1, err := cpuTicks(e.floor.pid())
+		if err != nil {
+			return err
+		}
+		m.fr = append(m.fr, r)
+		m.floorTicks += f1 - f0
+		m.floorCalls += len(r.lat) + r.errs
+	}
 	m0, err := scrapeStages(e.scrape, g.url)
 	if err != nil {
 		return err
@@ -480,6 +537,13 @@ func (m *meter) finish() *cell {
 	c.benchPerCall = perCall(m.selfTicks, c.gwCalls)
 	c.benchDirectPerCall = perCall(m.selfDirectTick, m.directCalls)
 	c.stages = m.acc.means(stageStats{})
+	if m.floorCall != nil {
+		fs, err := summarize(m.fr)
+		c.floor, c.floorCPUPerCall = &fs, perCall(m.floorTicks, m.floorCalls)
+		if c.firstErr == nil && err != nil {
+			c.firstErr = fmt.Errorf("floor: %w", err)
+		}
+	}
 	if c.firstErr != nil {
 		logf("errors (%s, c=%d): %v\n--- gateway warnings and errors ---\n%s", m.er.name, c.conc, c.firstErr, m.g.problems())
 	}
