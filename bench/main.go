@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -41,6 +42,7 @@ type options struct {
 	varRound   time.Duration
 	gateway    string
 	noVariants bool
+	profile    time.Duration
 }
 
 func main() {
@@ -58,6 +60,7 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 0, "direct/gateway round pairs per cell of the main matrix (default 3, 1 with -quick)")
 	flag.DurationVar(&o.round, "round", 0, "duration of one round (default 2s, 500ms with -quick)")
 	flag.StringVar(&o.gateway, "gateway", "", "a prebuilt gateway binary (default: go build ./cmd/gateway)")
+	flag.DurationVar(&o.profile, "profile", 0, "duration of the gateway's CPU profile at concurrency 16 (default 10s, 3s with -quick)")
 	flag.BoolVar(&o.noVariants, "no-variants", false, "skip the stage switch-off runs")
 	flag.Parse()
 	if o.quick {
@@ -66,12 +69,14 @@ func main() {
 		o.soak = orDur(o.soak, 10*time.Second)
 		o.warm = 300 * time.Millisecond
 		o.varRounds, o.varRound = 1, 500*time.Millisecond
+		o.profile = orDur(o.profile, 3*time.Second)
 	} else {
 		o.rounds = orInt(o.rounds, 3)
 		o.round = orDur(o.round, 2*time.Second)
 		o.soak = orDur(o.soak, 60*time.Second)
 		o.warm = time.Second
 		o.varRounds, o.varRound = 3, time.Second
+		o.profile = orDur(o.profile, 10*time.Second)
 	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -184,7 +189,14 @@ func run(o options) error {
 
 	// 1. The full pipeline: both eras, c=1 and c=16, support user.
 	full := gwConfig{redisURL: e.redisURL, otlp: e.sink.url}
-	g, err := startGateway(e.bin, e.iss.URL(), e.up.url, full)
+	pprofPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	pprofAddr := "127.0.0.1:" + strconv.Itoa(pprofPort)
+	withPprof := full
+	withPprof.env = []string{"HARNESS_PPROF_LISTEN=" + pprofAddr}
+	g, err := startGateway(e.bin, e.iss.URL(), e.up.url, withPprof)
 	if err != nil {
 		return err
 	}
@@ -225,6 +237,20 @@ func run(o options) error {
 		}
 		c.label = "full pipeline"
 		rep.raw = append(rep.raw, c)
+	}
+
+	// A CPU profile of the gateway at concurrency 16, modern era.
+	logf("CPU profile: %s at concurrency 16", o.profile)
+	{
+		clients, err := connectClients(g.url, support, eras[0], 16, e.mcpTr)
+		if err != nil {
+			return err
+		}
+		rep.profile, err = e.profile(pprofAddr, 16, o.profile, gatewayCaller(clients, true), tmp)
+		clients.close()
+		if err != nil {
+			return err
+		}
 	}
 
 	// 2. Soak: memory over time at concurrency 16.

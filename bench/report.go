@@ -31,6 +31,7 @@ type report struct {
 	opts          options
 	machine       machine
 	main          []*cell
+	profile       *profileResult // the gateway's CPU profile, nil if not taken
 	admin         []*cell
 	raw           []*cell // modern era, the recorded request replayed by http.Client
 	soak          *soakResult
@@ -209,6 +210,9 @@ func (r *report) markdown() string {
 	p("\n")
 
 	p("## Per-stage cost\n\n")
+	if r.profile != nil {
+		r.profile.markdown(p)
+	}
 	p("### In-process stage means\n\n")
 	p("Mean duration per call of each pipeline stage, from the gateway's own `harness_stage_duration_seconds` histograms (sum/count deltas over the gateway rounds). ")
 	p("`total` runs from the tool handler's start to the audit record; authentication runs before it, in the middleware. ")
