@@ -54,7 +54,7 @@ var stageRules = []struct{ stage, mode, re string }{
 	{"own code of OpenTelemetry", "flat", `^go\.opentelemetry\.io/`},
 	{"own code of the Redis client", "flat", `^github\.com/redis/go-redis/`},
 	{"own code of encoding/json", "flat", `^encoding/json\.`},
-	{"syscalls (own CPU, i.e. in the kernel)", "flat", `^(syscall\.|internal/runtime/syscall\.)`},
+	{"syscalls (own CPU, i.e. in the kernel)", "flat", `^(syscall\.|(internal/runtime|runtime/internal)/syscall[./])`},
 	{"garbage collector (background marking)", "cum", `^runtime\.gcBgMarkWorker$`},
 }
 

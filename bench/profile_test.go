@@ -17,6 +17,7 @@ Showing nodes accounting for 4.20s, 100% of 4.20s total
      0.01s  0.24%  0.95%      200ms  4.76%  github.com/agentharness/harness/internal/ratelimit.gcra
      0.02s  0.48%  1.43%      100ms  2.38%  encoding/json.(*decodeState).object
      10ms  0.24%  1.67%       20ms  0.48%  encoding/json.Marshal
+     0.05s  1.19%  2.86%       50ms  1.19%  internal/runtime/syscall/linux.Syscall6
 `
 	res, err := parsePprofTop(out, 1000)
 	if err != nil {
@@ -25,7 +26,7 @@ Showing nodes accounting for 4.20s, 100% of 4.20s total
 	if res.total != 4200*time.Microsecond {
 		t.Errorf("total per call = %v, want 4.2ms", res.total)
 	}
-	if len(res.top) != 6 || res.top[1].name != "github.com/agentharness/harness/internal/server.(*Server).callTool" || res.top[1].perCall != 1500*time.Microsecond {
+	if len(res.top) != 7 || res.top[1].name != "github.com/agentharness/harness/internal/server.(*Server).callTool" || res.top[1].perCall != 1500*time.Microsecond {
 		t.Errorf("top = %+v", res.top)
 	}
 	want := map[string]time.Duration{
@@ -34,6 +35,7 @@ Showing nodes accounting for 4.20s, 100% of 4.20s total
 		"rate limiter (`internal/ratelimit`)":    450 * time.Microsecond, // the outermost, not the sum
 		"audit (`internal/audit`)":               0,
 		"own code of encoding/json":              30 * time.Microsecond, // flat, summed
+		"syscalls (own CPU, i.e. in the kernel)": 50 * time.Microsecond,
 	}
 	for _, s := range res.stages {
 		if w, ok := want[s.name]; ok && s.perCall != w {

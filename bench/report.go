@@ -545,8 +545,8 @@ func (r *report) floorGap(p func(string, ...any)) {
 	p("**Where the difference goes.** At concurrency 16 (modern era) Harness used %s of gateway CPU and %s of Redis CPU per call against the floor's %s, ",
 		us(c.cpuPerCall), us(c.redisPerCall), us(c.floorCPUPerCall))
 	p("and throughput on the shared CPUs follows total CPU per call. From the CPU profile below (this run): ")
-	p("the rate limiter's Redis round trip %s, the session lookup %s (legacy era only), mcp-go's own code %s and `encoding/json` %s (mcp-go decodes each request three times), ",
-		stage("rate limiter"), stage("session lookup"), stage("own code of mcp-go"), stage("own code of encoding/json"))
+	p("the rate limiter's Redis round trip %s, mcp-go's own code %s and `encoding/json` %s (mcp-go decodes each request three times), ",
+		stage("rate limiter"), stage("own code of mcp-go"), stage("own code of encoding/json"))
 	p("OpenTelemetry's own code %s (otelhttp wrappers and stage spans, with export on), the audit trail %s (one write(2) per record; the fsync is batched), ",
 		stage("own code of OpenTelemetry"), stage("audit"))
 	p("syscalls %s and the garbage collector %s. ", stage("syscalls"), stage("garbage collector"))
