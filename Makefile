@@ -32,7 +32,8 @@ lint:
 	$(GO) tool staticcheck $(PKGS)
 
 # Go benchmarks of the hot pieces (benchstat-friendly), then the end-to-end
-# load benchmark (real binary, redis-server, both MCP eras; about 5 minutes),
+# load benchmark (real binary, redis-server, both MCP eras, against a minimal
+# MCP→HTTP translator with no security and with a CPU profile; about 5 minutes),
 # which rewrites docs/benchmarks.md. Needs redis-server; not run in CI.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 $(PKGS)

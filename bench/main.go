@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -41,9 +42,17 @@ type options struct {
 	varRound   time.Duration
 	gateway    string
 	noVariants bool
+	profile    time.Duration
 }
 
 func main() {
+	if u := os.Getenv(floorEnv); u != "" {
+		if err := serveFloor(u); err != nil {
+			fmt.Fprintln(os.Stderr, "floor:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var o options
 	flag.BoolVar(&o.quick, "quick", false, "a short run (about 1 minute): shorter rounds, a 10 s soak")
 	flag.StringVar(&o.out, "out", "", "also write the Markdown report to this file (docs/benchmarks.md)")
@@ -51,6 +60,7 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 0, "direct/gateway round pairs per cell of the main matrix (default 3, 1 with -quick)")
 	flag.DurationVar(&o.round, "round", 0, "duration of one round (default 2s, 500ms with -quick)")
 	flag.StringVar(&o.gateway, "gateway", "", "a prebuilt gateway binary (default: go build ./cmd/gateway)")
+	flag.DurationVar(&o.profile, "profile", 0, "duration of the gateway's CPU profile at concurrency 16 (default 10s, 3s with -quick)")
 	flag.BoolVar(&o.noVariants, "no-variants", false, "skip the stage switch-off runs")
 	flag.Parse()
 	if o.quick {
@@ -59,12 +69,14 @@ func main() {
 		o.soak = orDur(o.soak, 10*time.Second)
 		o.warm = 300 * time.Millisecond
 		o.varRounds, o.varRound = 1, 500*time.Millisecond
+		o.profile = orDur(o.profile, 3*time.Second)
 	} else {
 		o.rounds = orInt(o.rounds, 3)
 		o.round = orDur(o.round, 2*time.Second)
 		o.soak = orDur(o.soak, 60*time.Second)
 		o.warm = time.Second
 		o.varRounds, o.varRound = 3, time.Second
+		o.profile = orDur(o.profile, 10*time.Second)
 	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -101,6 +113,7 @@ type env struct {
 	redis    *proc
 	redisURL string
 	sink     *otlpSink
+	floor    *floorProc
 	direct   *http.Client
 	mcpTr    *http.Transport
 	scrape   *http.Client
@@ -160,6 +173,10 @@ func run(o options) error {
 		return err
 	}
 	e.cleanup = append(e.cleanup, e.redis.stop)
+	if e.floor, err = startFloor(e.up.url); err != nil {
+		return err
+	}
+	e.cleanup = append(e.cleanup, e.floor.stop)
 
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 64
@@ -172,7 +189,14 @@ func run(o options) error {
 
 	// 1. The full pipeline: both eras, c=1 and c=16, support user.
 	full := gwConfig{redisURL: e.redisURL, otlp: e.sink.url}
-	g, err := startGateway(e.bin, e.iss.URL(), e.up.url, full)
+	pprofPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	pprofAddr := "127.0.0.1:" + strconv.Itoa(pprofPort)
+	withPprof := full
+	withPprof.env = []string{"HARNESS_PPROF_LISTEN=" + pprofAddr}
+	g, err := startGateway(e.bin, e.iss.URL(), e.up.url, withPprof)
 	if err != nil {
 		return err
 	}
@@ -188,7 +212,7 @@ func run(o options) error {
 	for _, er := range eras {
 		for _, conc := range []int{1, 16} {
 			logf("full pipeline, %s era, concurrency %d", er.name, conc)
-			c, err := e.measure(g, er, conc, support, true, o.rounds, o.round, o.warm)
+			c, err := e.measureWithFloor(g, er, conc, support, o.rounds, o.round, o.warm)
 			if err != nil {
 				return err
 			}
@@ -213,6 +237,20 @@ func run(o options) error {
 		}
 		c.label = "full pipeline"
 		rep.raw = append(rep.raw, c)
+	}
+
+	// A CPU profile of the gateway at concurrency 16, modern era.
+	logf("CPU profile: %s at concurrency 16", o.profile)
+	{
+		clients, err := connectClients(g.url, support, eras[0], 16, e.mcpTr)
+		if err != nil {
+			return err
+		}
+		rep.profile, err = e.profile(pprofAddr, 16, o.profile, gatewayCaller(clients, true), tmp)
+		clients.close()
+		if err != nil {
+			return err
+		}
 	}
 
 	// 2. Soak: memory over time at concurrency 16.
@@ -348,8 +386,12 @@ type cell struct {
 	// gateway rounds and in direct rounds.
 	benchPerCall, benchDirectPerCall time.Duration
 	warmErrs                         int // failed calls during the warm-up
-	stages                           map[string]time.Duration
-	firstErr                         error
+	// The floor (bench/floor.go) in the same rounds, when measured: its
+	// latencies and throughput, and its process's CPU per call.
+	floor           *stats
+	floorCPUPerCall time.Duration
+	stages          map[string]time.Duration
+	firstErr        error
 }
 
 // measure runs warm-up, then rounds pairs of direct and gateway rounds,
@@ -360,6 +402,30 @@ func (e *env) measure(g *gatewayProc, er era, conc int, token string, redacted b
 		return nil, err
 	}
 	defer m.close()
+	for i := 0; i < rounds; i++ {
+		if err := m.round(d); err != nil {
+			return nil, err
+		}
+	}
+	return m.finish(), nil
+}
+
+// measureWithFloor is measure with a floor round (the same calls through
+// the minimal translator, by the same kind of mcp-go client) between the
+// direct and the gateway round of every pair.
+func (e *env) measureWithFloor(g *gatewayProc, er era, conc int, token string, rounds int, d, warm time.Duration) (*cell, error) {
+	m, err := e.newMeter(g, er, conc, token, true, warm)
+	if err != nil {
+		return nil, err
+	}
+	defer m.close()
+	fc, err := connectClients(e.floor.url, "unused", er, conc, e.mcpTr)
+	if err != nil {
+		return nil, fmt.Errorf("floor: %w", err)
+	}
+	defer fc.close()
+	m.floorCall = gatewayCaller(fc, false)
+	runRound(conc, warm/2, m.floorCall)
 	for i := 0; i < rounds; i++ {
 		if err := m.round(d); err != nil {
 			return nil, err
@@ -380,7 +446,10 @@ type meter struct {
 	close   func()
 	warmErr error
 
-	dr, gr                                       []roundResult
+	dr, gr, fr                                   []roundResult
+	floorCall                                    caller // nil: no floor rounds
+	floorTicks                                   int64
+	floorCalls                                   int
 	acc                                          stageStats
 	ticks, redisTicks, selfTicks, selfDirectTick int64
 	directCalls                                  int
@@ -432,6 +501,20 @@ func (m *meter) round(d time.Duration) error {
 	m.dr = append(m.dr, r)
 	m.selfDirectTick += s1 - s0
 	m.directCalls += len(r.lat) + r.errs
+	if m.floorCall != nil {
+		f0, err := cpuTicks(e.floor.pid())
+		if err != nil {
+			return err
+		}
+		r := runRound(conc, d, m.floorCall)
+		f1, err := cpuTicks(e.floor.pid())
+		if err != nil {
+			return err
+		}
+		m.fr = append(m.fr, r)
+		m.floorTicks += f1 - f0
+		m.floorCalls += len(r.lat) + r.errs
+	}
 	m0, err := scrapeStages(e.scrape, g.url)
 	if err != nil {
 		return err
@@ -480,6 +563,13 @@ func (m *meter) finish() *cell {
 	c.benchPerCall = perCall(m.selfTicks, c.gwCalls)
 	c.benchDirectPerCall = perCall(m.selfDirectTick, m.directCalls)
 	c.stages = m.acc.means(stageStats{})
+	if m.floorCall != nil {
+		fs, err := summarize(m.fr)
+		c.floor, c.floorCPUPerCall = &fs, perCall(m.floorTicks, m.floorCalls)
+		if c.firstErr == nil && err != nil {
+			c.firstErr = fmt.Errorf("floor: %w", err)
+		}
+	}
 	if c.firstErr != nil {
 		logf("errors (%s, c=%d): %v\n--- gateway warnings and errors ---\n%s", m.er.name, c.conc, c.firstErr, m.g.problems())
 	}

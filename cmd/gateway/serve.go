@@ -117,6 +117,13 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, grace time
 			}
 		}()
 	}
+	if addr := os.Getenv(pprofEnv); addr != "" {
+		pln, err := pprofListen(addr)
+		if err != nil {
+			return err
+		}
+		go servePprof(bg, pln, log)
+	}
 	go reloadOnSIGHUP(bg, gw, log)
 	// Keep the public key in the shared store even if it loses its data.
 	go gw.Keys.Maintain(bg, 5*time.Second)

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -155,10 +156,20 @@ var (
 
 // encode returns the line for r (no trailing newline) with Hash computed
 // from r's other fields. r.Hash is set.
+// encodeBufs are encode's scratch buffers: the JSON is built in one and
+// copied into the exact-size line, so a record costs no buffer growth.
+var encodeBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
 func encode(r *Record) ([]byte, error) {
 	r.Hash = ""
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
+	buf := encodeBufs.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer func() {
+		if buf.Cap() <= 64<<10 { // do not keep an outsized record's buffer
+			encodeBufs.Put(buf)
+		}
+	}()
+	enc := json.NewEncoder(buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(r); err != nil {
 		return nil, fmt.Errorf("encoding audit record: %w", err)
