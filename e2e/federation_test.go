@@ -356,7 +356,7 @@ func eventually(t *testing.T, what string, f func() bool) {
 
 func readyz(t *testing.T, url string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(url + "/readyz")
+	resp, err := getReadyz(url) // with the admin token: the details name the upstream
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -134,7 +134,9 @@ const cardNumber = "4111 1111 1111 1111"
 
 func TestPolicyReplay(t *testing.T) {
 	old := policyFiles(t, replayRego(false), replayData)
-	const adminToken = "replay-admin-token-0123456789"
+	// Every e2e gateway gets e2eAdminToken from the environment
+	// (HARNESS_SERVER_ADMIN_TOKEN overrides the file), so the file names it too.
+	const adminToken = e2eAdminToken
 	gw, ps := startReplayGateway(t, old, "redacted", adminToken)
 
 	sam := connect(t, gw.URL, ps.sam, eras[0])
