@@ -119,6 +119,8 @@ func (e *Exporter) Export(ctx context.Context, r *Record) {
 	add("decision", r.Decision)
 	add("reason", r.Reason)
 	add("subject", r.Subject)
+	add("email", r.Email)
+	add("name", r.Name)
 	add("issuer", r.Issuer)
 	add("agent", r.Agent)
 	add("session", r.Session)

@@ -73,6 +73,7 @@ func TestExportSendsEveryRecord(t *testing.T) {
 	var written []*Record
 	for i := range 5 {
 		r := mixedRecord(i)
+		r.Email, r.Name = "alice@acme.example", "Alice Smith"
 		if err := el.Write(ctx, r); err != nil {
 			t.Fatal(err)
 		}
@@ -89,7 +90,7 @@ func TestExportSendsEveryRecord(t *testing.T) {
 	}
 	for i, lr := range col.recs {
 		a, w := attrsOf(lr), written[i]
-		if a["id"] != w.ID || a["hash"] != w.Hash || a["subject"] != "alice" || a["agent"] != "copilot" ||
+		if a["id"] != w.ID || a["hash"] != w.Hash || a["subject"] != "alice" || a["email"] != "alice@acme.example" || a["name"] != "Alice Smith" || a["agent"] != "copilot" ||
 			a["tool"] != w.Tool || a["decision"] != w.Decision {
 			t.Errorf("record %d attributes %v, want those of %+v", i, a, w)
 		}
