@@ -112,7 +112,7 @@ upstreams:
   - name: flaky
     base_url: %q
     openapi: %q
-    timeout: 500ms
+    timeout: 2s # well under /slow's 5 s, with room for a loaded CI machine
 audit:
   path: "{{DIR}}/audit.log"
 %s`, st.iss.URL(), st.fastapi, st.fastapi+"/openapi.json", flaky.URL, flaky.URL+"/openapi.json", extraYAML)

@@ -39,6 +39,14 @@ func (s *Server) corsMCP(next http.Handler) http.Handler {
 		if origin != "" {
 			h.Add("Vary", "Origin")
 			if origin != own && !slices.Contains(allowed, origin) {
+				if s.loopbackOrigin(origin) && !preflight {
+					// A page on this machine is no DNS-rebinding attacker
+					// (that one's Origin names its own domain): served like
+					// mcp-go serves it, but without CORS headers, so a
+					// browser still cannot read the answer.
+					next.ServeHTTP(w, r)
+					return
+				}
 				s.log.InfoContext(r.Context(), "request from a foreign origin refused", "origin", sanitizeHeader(origin), "request_id", RequestID(r.Context()))
 				writeError(w, r, http.StatusForbidden, "forbidden: origin "+sanitizeHeader(origin)+" is not allowed (cors.allowed_origins)")
 				return
@@ -126,6 +134,17 @@ func (f *headerFixer) Write(b []byte) (int, error) {
 		f.WriteHeader(http.StatusOK)
 	}
 	return f.ResponseWriter.Write(b)
+}
+
+// loopbackOrigin reports whether origin names a loopback host while the
+// gateway's public_url is loopback too (a local development setup).
+func (s *Server) loopbackOrigin(origin string) bool {
+	pu, err := url.Parse(s.cfg.PublicURL)
+	if err != nil || !isLoopbackHost(pu.Hostname()) {
+		return false
+	}
+	ou, err := url.Parse(origin)
+	return err == nil && (ou.Scheme == "http" || ou.Scheme == "https") && isLoopbackHost(ou.Hostname())
 }
 
 // originOf is the web origin of an absolute URL (scheme://host[:port]).

@@ -282,6 +282,17 @@ func TestCORS(t *testing.T) {
 			t.Errorf("%s from a foreign origin: %d %v %s", m, resp.StatusCode, resp.Header, body)
 		}
 	}
+	// A page on this machine while public_url is loopback (local
+	// development, the conformance suite's localhost probe): served as
+	// mcp-go serves it, but without CORS headers; its preflight is refused.
+	resp, body = rawDo(t, http.MethodPost, f.url+"/mcp", "alice", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, map[string]string{"Origin": "http://localhost:4321"})
+	if resp.StatusCode == http.StatusForbidden || resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("POST from a loopback origin: %d %v %s", resp.StatusCode, resp.Header, body)
+	}
+	resp, body = rawDo(t, http.MethodOptions, f.url+"/mcp", "", "", map[string]string{"Origin": "http://localhost:4321", "Access-Control-Request-Method": "POST"})
+	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("preflight from an unlisted loopback origin: %d %v %s", resp.StatusCode, resp.Header, body)
+	}
 	// DNS rebinding: a foreign Host is refused, preflight or not.
 	for _, m := range []string{http.MethodOptions, http.MethodPost} {
 		resp, body = rawDo(t, m, f.url+"/mcp", "alice", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, map[string]string{"Host": "evil.example", "Origin": app})
