@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/agentharness/harness/internal/approvals"
 	"github.com/agentharness/harness/internal/devissuer"
+	"github.com/agentharness/harness/internal/npmtest"
 	"github.com/agentharness/harness/internal/redistest"
 )
 
@@ -440,5 +442,97 @@ func TestApprovalReplicas(t *testing.T) {
 	onA := s.agent(t, "alice", "copilot-a", []string{"support"}, eras[0], false)
 	if _, id2 := wantHeld(t, "again on A", callTool(t, onA, "shop_issue_refund", refund), reason); id2 == id || s.refunds.Load() != 1 {
 		t.Fatal("the consumed approval ran the call again on the other replica")
+	}
+}
+
+// tsApprovalAnswer is one answer the ts-approval.mjs driver prints.
+type tsApprovalAnswer struct {
+	IsError, Thrown bool
+	Code            int
+	Text            string
+	Elicitations    []struct {
+		Mode, ElicitationID, URL, Message string
+	}
+}
+
+// TestApprovalTSSDK: the official TypeScript SDK client, once declaring
+// elicitation.url (it gets -32042 with the URL elicitation) and once
+// declaring nothing (it gets the tool error with the URL); after bob
+// approves over HTTP the identical repeat runs once.
+func TestApprovalTSSDK(t *testing.T) {
+	s := startApprovalStack(t, "", "")
+	const reason = "refunds over 100 EUR need an admin's approval"
+	for i, mode := range []string{"url", "plain"} {
+		t.Run(mode, func(t *testing.T) {
+			before := s.refunds.Load()
+			args := fmt.Sprintf(`{"order_id":"o-ts-%d","amount":300}`, i)
+			tok := mint(t, s.iss, s.gw.URL, map[string]any{"sub": "alice", "roles": []string{"support"}, "email": "alice@acme.example", "azp": "copilot-ts"})
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, npmtest.Node(t), interopScript(t, "ts-approval.mjs"), s.gw.URL+"/mcp", tok, mode, "shop_issue_refund", args)
+			cmd.Env = npmtest.Env(t)
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			stdin, err := cmd.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+			lines := bufio.NewScanner(stdout)
+			next := func(out any) {
+				t.Helper()
+				if !lines.Scan() {
+					t.Fatalf("ts-approval.mjs ended early: %v\nstderr:\n%s", lines.Err(), stderr.String())
+				}
+				if err := json.Unmarshal(lines.Bytes(), out); err != nil {
+					t.Fatalf("ts-approval.mjs printed %q: %v", lines.Text(), err)
+				}
+			}
+			var first struct {
+				ProtocolVersion string
+				First           tsApprovalAnswer
+			}
+			next(&first)
+			var link string
+			switch a := first.First; mode {
+			case "url":
+				if !a.Thrown || a.Code != -32042 || len(a.Elicitations) != 1 {
+					t.Fatalf("declared elicitation.url (%s): got %+v, want -32042", first.ProtocolVersion, a)
+				}
+				el := a.Elicitations[0]
+				if el.Mode != "url" || el.ElicitationID == "" || el.URL != s.gw.URL+"/approvals/"+el.ElicitationID || !strings.Contains(el.Message, reason) {
+					t.Fatalf("elicitation %+v", el)
+				}
+				link = el.URL
+			default:
+				m := approvalURLRe.FindStringSubmatch(a.Text)
+				if a.Thrown || !a.IsError || m == nil || !strings.HasPrefix(a.Text, "approval required: "+reason+". ") {
+					t.Fatalf("no elicitation.url (%s): got %+v, want the tool error", first.ProtocolVersion, a)
+				}
+				link = m[1]
+			}
+			if n := s.refunds.Load(); n != before {
+				t.Fatalf("the held call reached the upstream (%d refunds)", n)
+			}
+			s.decideApproval(t, link, "bob", "approve")
+			if _, err := io.WriteString(stdin, "approved\n"); err != nil {
+				t.Fatal(err)
+			}
+			var retry struct{ Retry tsApprovalAnswer }
+			next(&retry)
+			if a := retry.Retry; a.Thrown || a.IsError || !strings.Contains(a.Text, "issued") {
+				t.Fatalf("approved retry: %+v", a)
+			}
+			if n := s.refunds.Load(); n != before+1 {
+				t.Fatalf("upstream saw %d refunds, want %d", n, before+1)
+			}
+		})
 	}
 }
