@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -458,7 +459,8 @@ type tsApprovalAnswer struct {
 // TestApprovalTSSDK: the official TypeScript SDK client, once declaring
 // elicitation.url (it gets -32042 with the URL elicitation) and once
 // declaring nothing (it gets the tool error with the URL); after bob
-// approves over HTTP the identical repeat runs once.
+// approves over HTTP the first gets notifications/elicitation/complete on
+// its session's GET stream, and the identical repeat runs once.
 func TestApprovalTSSDK(t *testing.T) {
 	s := startApprovalStack(t, "", "")
 	const reason = "refunds over 100 EUR need an admin's approval"
@@ -500,7 +502,7 @@ func TestApprovalTSSDK(t *testing.T) {
 				First           tsApprovalAnswer
 			}
 			next(&first)
-			var link string
+			var link, elicitationID string
 			switch a := first.First; mode {
 			case "url":
 				if !a.Thrown || a.Code != -32042 || len(a.Elicitations) != 1 {
@@ -510,7 +512,7 @@ func TestApprovalTSSDK(t *testing.T) {
 				if el.Mode != "url" || el.ElicitationID == "" || el.URL != s.gw.URL+"/approvals/"+el.ElicitationID || !strings.Contains(el.Message, reason) {
 					t.Fatalf("elicitation %+v", el)
 				}
-				link = el.URL
+				link, elicitationID = el.URL, el.ElicitationID
 			default:
 				m := approvalURLRe.FindStringSubmatch(a.Text)
 				if a.Thrown || !a.IsError || m == nil || !strings.HasPrefix(a.Text, "approval required: "+reason+". ") {
@@ -525,8 +527,14 @@ func TestApprovalTSSDK(t *testing.T) {
 			if _, err := io.WriteString(stdin, "approved\n"); err != nil {
 				t.Fatal(err)
 			}
-			var retry struct{ Retry tsApprovalAnswer }
+			var retry struct {
+				Completed []string
+				Retry     tsApprovalAnswer
+			}
 			next(&retry)
+			if mode == "url" && !slices.Equal(retry.Completed, []string{elicitationID}) {
+				t.Errorf("notifications/elicitation/complete: got %q, want [%s]", retry.Completed, elicitationID)
+			}
 			if a := retry.Retry; a.Thrown || a.IsError || !strings.Contains(a.Text, "issued") {
 				t.Fatalf("approved retry: %+v", a)
 			}

@@ -88,6 +88,7 @@ func (s *Server) approvalGate(ctx context.Context, c *call, in *policy.Input, na
 			Mode: mcp.ElicitationModeURL, ElicitationID: r.ID, URL: link,
 			Message: fmt.Sprintf("Approval required: %s. Ask an approver to approve at the link, then repeat the call.", r.Reason),
 		}}}
+		s.watchElicitation(r.ID, sessionIDOf(ctx))
 	}
 	return ref
 }
