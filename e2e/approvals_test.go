@@ -544,3 +544,80 @@ func TestApprovalTSSDK(t *testing.T) {
 		})
 	}
 }
+
+// elicitFunc is a client.ElicitationHandler.
+type elicitFunc func(context.Context, mcp.ElicitationRequest) (*mcp.ElicitationResult, error)
+
+func (f elicitFunc) Elicit(ctx context.Context, r mcp.ElicitationRequest) (*mcp.ElicitationResult, error) {
+	return f(ctx, r)
+}
+
+// TestApprovalInputRequired: a 2026-07-28 request whose per-request client
+// capabilities include elicitation.url gets an input_required result with
+// one URL elicitation and a requestState; mcp-go's client shows it (here:
+// bob approves over HTTP) and retries with inputResponses and the state,
+// and the call runs once. A requestState replayed on another call is
+// refused.
+func TestApprovalInputRequired(t *testing.T) {
+	s := startApprovalStack(t, "", "")
+	const reason = "refunds over 100 EUR need an admin's approval"
+	tok := mint(t, s.iss, s.gw.URL, map[string]any{"sub": "alice", "roles": []string{"support"}, "email": "alice@acme.example", "azp": "copilot-mrtr"})
+	var asked []mcp.ElicitationParams
+	handler := elicitFunc(func(ctx context.Context, r mcp.ElicitationRequest) (*mcp.ElicitationResult, error) {
+		asked = append(asked, r.Params)
+		s.decideApproval(t, r.Params.URL, "bob", "approve")
+		return &mcp.ElicitationResult{ElicitationResponse: mcp.ElicitationResponse{Action: mcp.ElicitationResponseActionAccept}}, nil
+	})
+	open := func(opts ...client.ClientOption) *client.Client {
+		tr, err := transport.NewStreamableHTTP(s.gw.URL+"/mcp", transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + tok}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := client.NewClient(tr, append([]client.ClientOption{client.WithClientCapabilities(mcp.ClientCapabilities{Elicitation: &mcp.ElicitationCapability{URL: &struct{}{}}})}, opts...)...)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := c.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		req := mcp.InitializeRequest{}
+		req.Params.ClientInfo = mcp.Implementation{Name: "harness-e2e-mrtr", Version: "1"}
+		if _, err := c.Initialize(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := open(client.WithElicitationHandler(handler))
+	refund := map[string]any{"order_id": "o-mrtr", "amount": 400}
+	if res := callTool(t, c, "shop_issue_refund", refund); res.IsError || !strings.Contains(resultText(res), "issued") {
+		t.Fatalf("call after approval: %q", resultText(res))
+	}
+	if len(asked) != 1 || asked[0].Mode != mcp.ElicitationModeURL || asked[0].URL != s.gw.URL+"/approvals/"+asked[0].ElicitationID || !strings.Contains(asked[0].Message, reason) {
+		t.Fatalf("elicitations shown: %+v", asked)
+	}
+	if n := s.refunds.Load(); n != 1 {
+		t.Fatalf("upstream saw %d refunds, want 1", n)
+	}
+
+	// Manual round trips: the requestState of one call, echoed on a call
+	// with another amount, is refused.
+	m := open(client.WithManualInputRoundTrips())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req := mcp.CallToolRequest{}
+	req.Params.Name = "shop_issue_refund"
+	req.Params.Arguments = map[string]any{"order_id": "o-mrtr-2", "amount": 500}
+	res, err := m.CallTool(ctx, req)
+	if err != nil || !res.NeedsInput() || res.RequestState == "" || len(res.InputRequests) != 1 {
+		t.Fatalf("manual call: %+v, %v; want input_required", res, err)
+	}
+	req.Params.Arguments = map[string]any{"order_id": "o-mrtr-2", "amount": 5000}
+	req.Params.RequestState = res.RequestState
+	res2, err := m.CallTool(ctx, req)
+	if err != nil || !res2.IsError || !strings.Contains(resultText(res2), "requestState belongs to another call") {
+		t.Fatalf("requestState replayed on another call: %+v, %v", res2, err)
+	}
+	if n := s.refunds.Load(); n != 1 {
+		t.Fatalf("upstream saw %d refunds, want 1", n)
+	}
+}
