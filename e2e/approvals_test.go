@@ -463,85 +463,102 @@ type tsApprovalAnswer struct {
 // its session's GET stream, and the identical repeat runs once.
 func TestApprovalTSSDK(t *testing.T) {
 	s := startApprovalStack(t, "", "")
-	const reason = "refunds over 100 EUR need an admin's approval"
 	for i, mode := range []string{"url", "plain"} {
 		t.Run(mode, func(t *testing.T) {
-			before := s.refunds.Load()
-			args := fmt.Sprintf(`{"order_id":"o-ts-%d","amount":300}`, i)
-			tok := mint(t, s.iss, s.gw.URL, map[string]any{"sub": "alice", "roles": []string{"support"}, "email": "alice@acme.example", "azp": "copilot-ts"})
-			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, npmtest.Node(t), interopScript(t, "ts-approval.mjs"), s.gw.URL+"/mcp", tok, mode, "shop_issue_refund", args)
-			cmd.Env = npmtest.Env(t)
-			var stderr strings.Builder
-			cmd.Stderr = &stderr
-			stdin, err := cmd.StdinPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			stdout, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-			lines := bufio.NewScanner(stdout)
-			next := func(out any) {
-				t.Helper()
-				if !lines.Scan() {
-					t.Fatalf("ts-approval.mjs ended early: %v\nstderr:\n%s", lines.Err(), stderr.String())
-				}
-				if err := json.Unmarshal(lines.Bytes(), out); err != nil {
-					t.Fatalf("ts-approval.mjs printed %q: %v", lines.Text(), err)
-				}
-			}
-			var first struct {
-				ProtocolVersion string
-				First           tsApprovalAnswer
-			}
-			next(&first)
-			var link, elicitationID string
-			switch a := first.First; mode {
-			case "url":
-				if !a.Thrown || a.Code != -32042 || len(a.Elicitations) != 1 {
-					t.Fatalf("declared elicitation.url (%s): got %+v, want -32042", first.ProtocolVersion, a)
-				}
-				el := a.Elicitations[0]
-				if el.Mode != "url" || el.ElicitationID == "" || el.URL != s.gw.URL+"/approvals/"+el.ElicitationID || !strings.Contains(el.Message, reason) {
-					t.Fatalf("elicitation %+v", el)
-				}
-				link, elicitationID = el.URL, el.ElicitationID
-			default:
-				m := approvalURLRe.FindStringSubmatch(a.Text)
-				if a.Thrown || !a.IsError || m == nil || !strings.HasPrefix(a.Text, "approval required: "+reason+". ") {
-					t.Fatalf("no elicitation.url (%s): got %+v, want the tool error", first.ProtocolVersion, a)
-				}
-				link = m[1]
-			}
-			if n := s.refunds.Load(); n != before {
-				t.Fatalf("the held call reached the upstream (%d refunds)", n)
-			}
-			s.decideApproval(t, link, "bob", "approve")
-			if _, err := io.WriteString(stdin, "approved\n"); err != nil {
-				t.Fatal(err)
-			}
-			var retry struct {
-				Completed []string
-				Retry     tsApprovalAnswer
-			}
-			next(&retry)
-			if mode == "url" && !slices.Equal(retry.Completed, []string{elicitationID}) {
-				t.Errorf("notifications/elicitation/complete: got %q, want [%s]", retry.Completed, elicitationID)
-			}
-			if a := retry.Retry; a.Thrown || a.IsError || !strings.Contains(a.Text, "issued") {
-				t.Fatalf("approved retry: %+v", a)
-			}
-			if n := s.refunds.Load(); n != before+1 {
-				t.Fatalf("upstream saw %d refunds, want %d", n, before+1)
-			}
+			s.tsApproval(t, s.gw, mode, fmt.Sprintf(`{"order_id":"o-ts-%d","amount":300}`, i))
 		})
+	}
+}
+
+// TestApprovalCompleteAcrossReplicas: the TypeScript SDK session lives on
+// replica B, bob approves on A (public_url); B learns it from the shared
+// store and sends notifications/elicitation/complete on the session's GET
+// stream.
+func TestApprovalCompleteAcrossReplicas(t *testing.T) {
+	s := startApprovalReplicas(t, 2, "", fmt.Sprintf("ratelimit:\n  redis_url: %q\n", redistest.Start(t)))
+	s.tsApproval(t, s.replicas[1], "url", `{"order_id":"o-ts-r","amount":300}`)
+}
+
+// tsApproval runs ts-approval.mjs against gw in mode (url: the client
+// declares elicitation.url; plain: nothing) for a refund over the limit
+// with args: held, approved by bob over HTTP, then (url) the
+// elicitation/complete notification, and the retry runs once.
+func (s *approvalStack) tsApproval(t *testing.T, gw *gateway, mode, args string) {
+	t.Helper()
+	const reason = "refunds over 100 EUR need an admin's approval"
+	before := s.refunds.Load()
+	tok := mint(t, s.iss, s.gw.URL, map[string]any{"sub": "alice", "roles": []string{"support"}, "email": "alice@acme.example", "azp": "copilot-ts"})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, npmtest.Node(t), interopScript(t, "ts-approval.mjs"), gw.URL+"/mcp", tok, mode, "shop_issue_refund", args)
+	cmd.Env = npmtest.Env(t)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	lines := bufio.NewScanner(stdout)
+	next := func(out any) {
+		t.Helper()
+		if !lines.Scan() {
+			t.Fatalf("ts-approval.mjs ended early: %v\nstderr:\n%s", lines.Err(), stderr.String())
+		}
+		if err := json.Unmarshal(lines.Bytes(), out); err != nil {
+			t.Fatalf("ts-approval.mjs printed %q: %v", lines.Text(), err)
+		}
+	}
+	var first struct {
+		ProtocolVersion string
+		First           tsApprovalAnswer
+	}
+	next(&first)
+	var link, elicitationID string
+	switch a := first.First; mode {
+	case "url":
+		if !a.Thrown || a.Code != -32042 || len(a.Elicitations) != 1 {
+			t.Fatalf("declared elicitation.url (%s): got %+v, want -32042", first.ProtocolVersion, a)
+		}
+		el := a.Elicitations[0]
+		if el.Mode != "url" || el.ElicitationID == "" || el.URL != s.gw.URL+"/approvals/"+el.ElicitationID || !strings.Contains(el.Message, reason) {
+			t.Fatalf("elicitation %+v", el)
+		}
+		link, elicitationID = el.URL, el.ElicitationID
+	default:
+		m := approvalURLRe.FindStringSubmatch(a.Text)
+		if a.Thrown || !a.IsError || m == nil || !strings.HasPrefix(a.Text, "approval required: "+reason+". ") {
+			t.Fatalf("no elicitation.url (%s): got %+v, want the tool error", first.ProtocolVersion, a)
+		}
+		link = m[1]
+	}
+	if n := s.refunds.Load(); n != before {
+		t.Fatalf("the held call reached the upstream (%d refunds)", n)
+	}
+	s.decideApproval(t, link, "bob", "approve")
+	if _, err := io.WriteString(stdin, "approved\n"); err != nil {
+		t.Fatal(err)
+	}
+	var retry struct {
+		Completed []string
+		Retry     tsApprovalAnswer
+	}
+	next(&retry)
+	if mode == "url" && !slices.Equal(retry.Completed, []string{elicitationID}) {
+		t.Errorf("notifications/elicitation/complete: got %q, want [%s]", retry.Completed, elicitationID)
+	}
+	if a := retry.Retry; a.Thrown || a.IsError || !strings.Contains(a.Text, "issued") {
+		t.Fatalf("approved retry: %+v", a)
+	}
+	if n := s.refunds.Load(); n != before+1 {
+		t.Fatalf("upstream saw %d refunds, want %d", n, before+1)
 	}
 }
 
