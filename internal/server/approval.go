@@ -132,17 +132,20 @@ func modernURLElicitation(ctx context.Context) bool {
 	return e != nil && e.URL != nil
 }
 
-// checkRequestState refuses a retry whose requestState the gateway did
-// not issue for this call. A state naming a request that is gone
-// (consumed or expired) is ignored: the call is held afresh.
+// checkRequestState refuses a retry whose requestState names one of the
+// gateway's approval requests but was not issued for this call. A state
+// naming no live request (consumed, expired, or not the gateway's) is
+// ignored: the approval store alone decides whether the call runs.
 func (s *Server) checkRequestState(ctx context.Context, state string, b approvals.Binding) *refusal {
 	lookup, ok := s.approvals.(ApprovalLookup)
 	if !ok {
 		return nil
 	}
+	// A state that names no request of ours may be a federated MCP
+	// upstream's own multi round-trip state: it decides nothing here.
 	id := approvals.StateID(state)
 	if id == "" {
-		return &refusal{decDeny, "malformed requestState", "denied: the requestState is not one this gateway issued", true}
+		return nil
 	}
 	r, found, err := lookup.Get(ctx, id)
 	if err != nil {
