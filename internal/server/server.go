@@ -128,28 +128,30 @@ type SecurityEvents interface {
 
 // Server is the gateway's HTTP server.
 type Server struct {
-	cfg         *config.Config
-	log         *slog.Logger
-	version     string
-	authn       Authenticator
-	catalog     Catalog
-	policy      Decider
-	limiter     ratelimit.Limiter
-	sessions    SessionStore
-	audit       AuditLog
-	client      *http.Client
-	ready       map[string]func(context.Context) error
-	identity    Asserter
-	exchangers  map[string]Exchanger
-	security    SecurityEvents // nil: none recorded
-	tel         Telemetry
-	revoked     Revocations
-	selfAS      bool
-	pins        Pinner
-	pinSt       pinState
-	approvals   Approvals
-	notifier    ApprovalNotifier
-	elicitWatch elicitationWatch // approval.go: elicitation/complete
+	cfg        *config.Config
+	log        *slog.Logger
+	version    string
+	authn      Authenticator
+	catalog    Catalog
+	policy     Decider
+	limiter    ratelimit.Limiter
+	sessions   SessionStore
+	audit      AuditLog
+	client     *http.Client
+	ready      map[string]func(context.Context) error
+	identity   Asserter
+	exchangers map[string]Exchanger
+	security   SecurityEvents // nil: none recorded
+	tel        Telemetry
+	revoked    Revocations
+	selfAS     bool
+	pins       Pinner
+	pinSt      pinState
+	approvals  Approvals
+	notifier   ApprovalNotifier
+
+	// elicitWatch: approval_notify.go (notifications/elicitation/complete).
+	elicitWatch elicitationWatch
 
 	publicLimiter ratelimit.Limiter
 	clientAddr    clientAddr
