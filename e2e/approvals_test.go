@@ -12,8 +12,10 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -25,6 +27,7 @@ import (
 
 	"github.com/agentharness/harness/internal/approvals"
 	"github.com/agentharness/harness/internal/devissuer"
+	"github.com/agentharness/harness/internal/npmtest"
 	"github.com/agentharness/harness/internal/redistest"
 )
 
@@ -440,5 +443,198 @@ func TestApprovalReplicas(t *testing.T) {
 	onA := s.agent(t, "alice", "copilot-a", []string{"support"}, eras[0], false)
 	if _, id2 := wantHeld(t, "again on A", callTool(t, onA, "shop_issue_refund", refund), reason); id2 == id || s.refunds.Load() != 1 {
 		t.Fatal("the consumed approval ran the call again on the other replica")
+	}
+}
+
+// tsApprovalAnswer is one answer the ts-approval.mjs driver prints.
+type tsApprovalAnswer struct {
+	IsError, Thrown bool
+	Code            int
+	Text            string
+	Elicitations    []struct {
+		Mode, ElicitationID, URL, Message string
+	}
+}
+
+// TestApprovalTSSDK: the official TypeScript SDK client, once declaring
+// elicitation.url (it gets -32042 with the URL elicitation) and once
+// declaring nothing (it gets the tool error with the URL); after bob
+// approves over HTTP the first gets notifications/elicitation/complete on
+// its session's GET stream, and the identical repeat runs once.
+func TestApprovalTSSDK(t *testing.T) {
+	s := startApprovalStack(t, "", "")
+	for i, mode := range []string{"url", "plain"} {
+		t.Run(mode, func(t *testing.T) {
+			s.tsApproval(t, s.gw, mode, fmt.Sprintf(`{"order_id":"o-ts-%d","amount":300}`, i))
+		})
+	}
+}
+
+// TestApprovalCompleteAcrossReplicas: the TypeScript SDK session lives on
+// replica B, bob approves on A (public_url); B learns it from the shared
+// store and sends notifications/elicitation/complete on the session's GET
+// stream.
+func TestApprovalCompleteAcrossReplicas(t *testing.T) {
+	s := startApprovalReplicas(t, 2, "", fmt.Sprintf("ratelimit:\n  redis_url: %q\n", redistest.Start(t)))
+	s.tsApproval(t, s.replicas[1], "url", `{"order_id":"o-ts-r","amount":300}`)
+}
+
+// tsApproval runs ts-approval.mjs against gw in mode (url: the client
+// declares elicitation.url; plain: nothing) for a refund over the limit
+// with args: held, approved by bob over HTTP, then (url) the
+// elicitation/complete notification, and the retry runs once.
+func (s *approvalStack) tsApproval(t *testing.T, gw *gateway, mode, args string) {
+	t.Helper()
+	const reason = "refunds over 100 EUR need an admin's approval"
+	before := s.refunds.Load()
+	tok := mint(t, s.iss, s.gw.URL, map[string]any{"sub": "alice", "roles": []string{"support"}, "email": "alice@acme.example", "azp": "copilot-ts"})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, npmtest.Node(t), interopScript(t, "ts-approval.mjs"), gw.URL+"/mcp", tok, mode, "shop_issue_refund", args)
+	cmd.Env = npmtest.Env(t)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	lines := bufio.NewScanner(stdout)
+	next := func(out any) {
+		t.Helper()
+		if !lines.Scan() {
+			t.Fatalf("ts-approval.mjs ended early: %v\nstderr:\n%s", lines.Err(), stderr.String())
+		}
+		if err := json.Unmarshal(lines.Bytes(), out); err != nil {
+			t.Fatalf("ts-approval.mjs printed %q: %v", lines.Text(), err)
+		}
+	}
+	var first struct {
+		ProtocolVersion string
+		First           tsApprovalAnswer
+	}
+	next(&first)
+	var link, elicitationID string
+	switch a := first.First; mode {
+	case "url":
+		if !a.Thrown || a.Code != -32042 || len(a.Elicitations) != 1 {
+			t.Fatalf("declared elicitation.url (%s): got %+v, want -32042", first.ProtocolVersion, a)
+		}
+		el := a.Elicitations[0]
+		if el.Mode != "url" || el.ElicitationID == "" || el.URL != s.gw.URL+"/approvals/"+el.ElicitationID || !strings.Contains(el.Message, reason) {
+			t.Fatalf("elicitation %+v", el)
+		}
+		link, elicitationID = el.URL, el.ElicitationID
+	default:
+		m := approvalURLRe.FindStringSubmatch(a.Text)
+		if a.Thrown || !a.IsError || m == nil || !strings.HasPrefix(a.Text, "approval required: "+reason+". ") {
+			t.Fatalf("no elicitation.url (%s): got %+v, want the tool error", first.ProtocolVersion, a)
+		}
+		link = m[1]
+	}
+	if n := s.refunds.Load(); n != before {
+		t.Fatalf("the held call reached the upstream (%d refunds)", n)
+	}
+	s.decideApproval(t, link, "bob", "approve")
+	if _, err := io.WriteString(stdin, "approved\n"); err != nil {
+		t.Fatal(err)
+	}
+	var retry struct {
+		Completed []string
+		Retry     tsApprovalAnswer
+	}
+	next(&retry)
+	if mode == "url" && !slices.Equal(retry.Completed, []string{elicitationID}) {
+		t.Errorf("notifications/elicitation/complete: got %q, want [%s]", retry.Completed, elicitationID)
+	}
+	if a := retry.Retry; a.Thrown || a.IsError || !strings.Contains(a.Text, "issued") {
+		t.Fatalf("approved retry: %+v", a)
+	}
+	if n := s.refunds.Load(); n != before+1 {
+		t.Fatalf("upstream saw %d refunds, want %d", n, before+1)
+	}
+}
+
+// elicitFunc is a client.ElicitationHandler.
+type elicitFunc func(context.Context, mcp.ElicitationRequest) (*mcp.ElicitationResult, error)
+
+func (f elicitFunc) Elicit(ctx context.Context, r mcp.ElicitationRequest) (*mcp.ElicitationResult, error) {
+	return f(ctx, r)
+}
+
+// TestApprovalInputRequired: a 2026-07-28 request whose per-request client
+// capabilities include elicitation.url gets an input_required result with
+// one URL elicitation and a requestState; mcp-go's client shows it (here:
+// bob approves over HTTP) and retries with inputResponses and the state,
+// and the call runs once. A requestState replayed on another call is
+// refused.
+func TestApprovalInputRequired(t *testing.T) {
+	s := startApprovalStack(t, "", "")
+	const reason = "refunds over 100 EUR need an admin's approval"
+	tok := mint(t, s.iss, s.gw.URL, map[string]any{"sub": "alice", "roles": []string{"support"}, "email": "alice@acme.example", "azp": "copilot-mrtr"})
+	var asked []mcp.ElicitationParams
+	handler := elicitFunc(func(ctx context.Context, r mcp.ElicitationRequest) (*mcp.ElicitationResult, error) {
+		asked = append(asked, r.Params)
+		s.decideApproval(t, r.Params.URL, "bob", "approve")
+		return &mcp.ElicitationResult{ElicitationResponse: mcp.ElicitationResponse{Action: mcp.ElicitationResponseActionAccept}}, nil
+	})
+	open := func(opts ...client.ClientOption) *client.Client {
+		tr, err := transport.NewStreamableHTTP(s.gw.URL+"/mcp", transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + tok}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := client.NewClient(tr, append([]client.ClientOption{client.WithClientCapabilities(mcp.ClientCapabilities{Elicitation: &mcp.ElicitationCapability{URL: &struct{}{}}})}, opts...)...)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := c.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		req := mcp.InitializeRequest{}
+		req.Params.ClientInfo = mcp.Implementation{Name: "harness-e2e-mrtr", Version: "1"}
+		if _, err := c.Initialize(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := open(client.WithElicitationHandler(handler))
+	refund := map[string]any{"order_id": "o-mrtr", "amount": 400}
+	if res := callTool(t, c, "shop_issue_refund", refund); res.IsError || !strings.Contains(resultText(res), "issued") {
+		t.Fatalf("call after approval: %q", resultText(res))
+	}
+	if len(asked) != 1 || asked[0].Mode != mcp.ElicitationModeURL || asked[0].URL != s.gw.URL+"/approvals/"+asked[0].ElicitationID || !strings.Contains(asked[0].Message, reason) {
+		t.Fatalf("elicitations shown: %+v", asked)
+	}
+	if n := s.refunds.Load(); n != 1 {
+		t.Fatalf("upstream saw %d refunds, want 1", n)
+	}
+
+	// Manual round trips: the requestState of one call, echoed on a call
+	// with another amount, is refused.
+	m := open(client.WithManualInputRoundTrips())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req := mcp.CallToolRequest{}
+	req.Params.Name = "shop_issue_refund"
+	req.Params.Arguments = map[string]any{"order_id": "o-mrtr-2", "amount": 500}
+	res, err := m.CallTool(ctx, req)
+	if err != nil || !res.NeedsInput() || res.RequestState == "" || len(res.InputRequests) != 1 {
+		t.Fatalf("manual call: %+v, %v; want input_required", res, err)
+	}
+	req.Params.Arguments = map[string]any{"order_id": "o-mrtr-2", "amount": 5000}
+	req.Params.RequestState = res.RequestState
+	res2, err := m.CallTool(ctx, req)
+	if err != nil || !res2.IsError || !strings.Contains(resultText(res2), "requestState belongs to another call") {
+		t.Fatalf("requestState replayed on another call: %+v, %v", res2, err)
+	}
+	if n := s.refunds.Load(); n != 1 {
+		t.Fatalf("upstream saw %d refunds, want 1", n)
 	}
 }

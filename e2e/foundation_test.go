@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -471,6 +472,35 @@ func TestDemoCommand(t *testing.T) {
 	if txt := resultText(res); res.IsError || !strings.Contains(txt, `"verified":true`) || !strings.Contains(txt, `"sub":"bob"`) {
 		t.Errorf("whoami through the demo gateway: %s", txt)
 	}
+
+	// Approvals: alice's refund over the limit is held with the URL the demo
+	// told about; bob approves at the development issuer's sign-in; the
+	// retry runs, once.
+	if !strings.Contains(p.logs.String(), "/approvals/<id>") {
+		t.Errorf("the demo does not say where approvals happen:\n%s", p.logs.String())
+	}
+	issuer := regexp.MustCompile(`dev issuer\s+(http://\S+)`).FindStringSubmatch(p.logs.String())
+	if issuer == nil {
+		t.Fatal("demo printed no dev issuer URL")
+	}
+	alice := connect(t, mcpURL, token, eras[1])
+	refund := map[string]any{"tenant_id": "acme", "order_id": "o-100", "amount_cents": 3000, "reason": "damaged"}
+	link, _ := wantHeld(t, "demo refund", callTool(t, alice, "crm_issue_refund", refund), "refunds over 20.00 need an admin's approval")
+	if !strings.HasPrefix(link, mcpURL+"/approvals/") {
+		t.Errorf("approval link %s is not under %s", link, mcpURL)
+	}
+	b := newBrowser(t)
+	resp, page := b.follow(link+"?login_hint=bob", mcpURL, issuer[1])
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("bob opens %s: %d\n%s", link, resp.StatusCode, page)
+	}
+	if r, body := b.postForm(link, url.Values{"csrf": {match(t, csrfRe, page)}, "decision": {"approve"}}); r.StatusCode != http.StatusOK {
+		t.Fatalf("bob approves: %d\n%s", r.StatusCode, body)
+	}
+	if res := callTool(t, alice, "crm_issue_refund", refund); res.IsError || !strings.Contains(resultText(res), "refund_id") {
+		t.Fatalf("approved refund in the demo: %s", resultText(res))
+	}
+	wantHeld(t, "second demo refund", callTool(t, alice, "crm_issue_refund", refund), "refunds over 20.00 need an admin's approval")
 
 	// The sample API itself is closed: no assertion, no data (the attack:
 	// curl on it returned card numbers without any token). Even the human's

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"github.com/agentharness/harness/internal/app"
 	"io"
 	"net"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentharness/harness/internal/app"
 	"github.com/agentharness/harness/internal/config"
 	"github.com/agentharness/harness/internal/devissuer"
 	"github.com/agentharness/harness/internal/sampleapi"
@@ -29,7 +29,7 @@ type demoUser struct {
 }
 
 var demoUsers = []demoUser{
-	{"alice", "Alice Support", "alice@acme.example", []string{"support"}, "acme", "support at acme: reads customers, orders and tickets of acme; writes tickets"},
+	{"alice", "Alice Support", "alice@acme.example", []string{"support"}, "acme", "support at acme: reads customers, orders and tickets of acme; writes tickets; refunds over 20.00 wait for an admin's approval"},
 	{"bob", "Bob Admin", "bob@acme.example", []string{"admin"}, "", "admin: every tool"},
 	{"carol", "Carol Viewer", "carol@globex.example", []string{"viewer"}, "globex", "viewer at globex: reads only"},
 }
@@ -114,13 +114,22 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer iss.Close()
 
+	dir, err := os.MkdirTemp("", "harness-demo-")
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	if *auditPath == "" {
-		dir, err := os.MkdirTemp("", "harness-demo-")
-		if err != nil {
-			ln.Close()
-			return err
-		}
 		*auditPath = filepath.Join(dir, "audit.log")
+	}
+	policyDir := filepath.Join(dir, "policy")
+	if err := os.Mkdir(policyDir, 0o700); err != nil {
+		ln.Close()
+		return err
+	}
+	if err := writeDemoPolicy(policyDir); err != nil {
+		ln.Close()
+		return err
 	}
 	yaml := fmt.Sprintf(`listen: %q
 public_url: %q
@@ -135,13 +144,15 @@ upstreams:
     openapi: %q
   - name: handbook
     mcp: %q
+policy:
+  dir: %q
 audit:
   path: %q
 oauth:
   login_issuer: %q
   client_id: %q
   client_secret: %q
-`, addr, publicURL, iss.URL(), demoUpstream, apiURL, apiURL+"/openapi.json", handbookURL, *auditPath, iss.URL(), demoOAuthClient, oauthSecret)
+`, addr, publicURL, iss.URL(), demoUpstream, apiURL, apiURL+"/openapi.json", handbookURL, policyDir, *auditPath, iss.URL(), demoOAuthClient, oauthSecret)
 	cfg, err := config.Parse([]byte(yaml), func(string) (string, bool) { return "", false })
 	if err != nil {
 		ln.Close()
@@ -183,6 +194,9 @@ func printDemo(w io.Writer, mcpURL, apiURL, handbookURL, issuerURL, auditPath st
 	for i, u := range demoUsers {
 		fmt.Fprintf(&b, "  %s — %s\n  export HARNESS_TOKEN_%s=%s\n\n", u.sub, u.what, strings.ToUpper(u.sub), tokens[i])
 	}
+	fmt.Fprintf(&b, "Approvals: alice's refunds over %d.%02d (crm_issue_refund with amount_cents > %d) are held\n", demoRefundLimit/100, demoRefundLimit%100, demoRefundLimit)
+	b.WriteString("until an admin approves: the agent is told to approve at " + base + "/approvals/<id>; sign in there as\n")
+	fmt.Fprintf(&b, "bob (inbox: %s/approvals), approve, and alice's agent repeats the call, which then runs once.\n\n", base)
 	fmt.Fprintf(&b, "Try it:\n\n  curl -s %s -H \"Authorization: Bearer $HARNESS_TOKEN_ALICE\" \\\n", mcpURL)
 	b.WriteString("    -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \\\n")
 	b.WriteString("    -H 'Mcp-Protocol-Version: 2026-07-28' -H 'Mcp-Method: tools/list' \\\n")

@@ -8,6 +8,7 @@ package approvals
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -61,6 +62,9 @@ type Request struct {
 	// By is the approver who decided; Decided is when.
 	By      string    `json:"by,omitempty"`
 	Decided time.Time `json:"decided,omitzero"`
+	// StateKey authenticates the 2026-07-28 requestState handed out for
+	// this request (RequestState); it stays in the store, never sent.
+	StateKey []byte `json:"state_key,omitempty"`
 }
 
 // Errors of Decide.
@@ -173,6 +177,10 @@ func (s *Service) Check(ctx context.Context, b Binding, tmpl Request, ttl time.D
 	r.Issuer, r.Subject, r.Agent, r.Environment = b.Issuer, b.Subject, b.Agent, b.Environment
 	r.Created = s.now().UTC()
 	r.Expires = r.Created.Add(ttl)
+	r.StateKey = make([]byte, 32)
+	if _, err := rand.Read(r.StateKey); err != nil {
+		return Outcome{}, fmt.Errorf("approvals: state key: %w", err)
+	}
 	if err := s.put(ctx, r); err != nil {
 		return Outcome{}, err
 	}
@@ -349,4 +357,37 @@ func (s *Service) Open(ctx context.Context) ([]Request, error) {
 		}
 	}
 	return out, nil
+}
+
+// RequestState is the opaque requestState of a 2026-07-28 input_required
+// answer for r: "<id>.<base64url HMAC-SHA256 over the binding>", keyed by
+// the request's own StateKey, so any replica can check it and it is bound
+// to the human, agent, environment and arguments digest of the call.
+func (r Request) RequestState(b Binding) string {
+	return r.ID + "." + base64.RawURLEncoding.EncodeToString(r.stateMAC(b))
+}
+
+func (r Request) stateMAC(b Binding) []byte {
+	m := hmac.New(sha256.New, r.StateKey)
+	m.Write([]byte(b.key()))
+	return m.Sum(nil)
+}
+
+// StateID is the request id a requestState names ("" when malformed).
+func StateID(state string) string {
+	id, _, ok := strings.Cut(state, ".")
+	if !ok || id == "" || len(id) > 64 {
+		return ""
+	}
+	return id
+}
+
+// VerifyState reports whether state is r's requestState for binding b.
+func (r Request) VerifyState(state string, b Binding) bool {
+	id, mac, ok := strings.Cut(state, ".")
+	if !ok || id != r.ID || len(r.StateKey) == 0 {
+		return false
+	}
+	got, err := base64.RawURLEncoding.DecodeString(mac)
+	return err == nil && hmac.Equal(got, r.stateMAC(b))
 }

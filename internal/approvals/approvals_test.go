@@ -237,3 +237,42 @@ func TestWebhookDownDoesNotBlock(t *testing.T) {
 		t.Fatalf("queue holds %d, bound %d", n, WebhookQueue)
 	}
 }
+
+// TestRequestState: the requestState verifies only for the request and the
+// binding (human, agent, environment, arguments) it was issued for.
+func TestRequestState(t *testing.T) {
+	s, _ := newService(t)
+	ctx := context.Background()
+	b := Binding{Digest: "d1", Issuer: "iss", Subject: "alice", Agent: "copilot", Environment: "prod"}
+	o, err := s.Check(ctx, b, Request{Tool: "issue_refund", Approvers: []string{"role:admin"}, Reason: "r"}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := o.Request.RequestState(b)
+	if StateID(st) != o.Request.ID {
+		t.Fatalf("StateID(%q) = %q, want %q", st, StateID(st), o.Request.ID)
+	}
+	stored, ok, err := s.Get(ctx, o.Request.ID)
+	if err != nil || !ok || !stored.VerifyState(st, b) {
+		t.Fatalf("the stored request does not verify its own state: %v %v", ok, err)
+	}
+	other := o.Request
+	other.StateKey = []byte("another key, another request....")
+	for name, tc := range map[string]struct {
+		r     Request
+		state string
+		b     Binding
+	}{
+		"other digest":  {stored, st, Binding{Digest: "d2", Issuer: "iss", Subject: "alice", Agent: "copilot", Environment: "prod"}},
+		"other agent":   {stored, st, Binding{Digest: "d1", Issuer: "iss", Subject: "alice", Agent: "copilot-b", Environment: "prod"}},
+		"other human":   {stored, st, Binding{Digest: "d1", Issuer: "iss", Subject: "mallory", Agent: "copilot", Environment: "prod"}},
+		"other key":     {other, st, b},
+		"forged mac":    {stored, o.Request.ID + ".AAAA", b},
+		"no mac":        {stored, o.Request.ID, b},
+		"other request": {stored, "zzzz." + strings.SplitN(st, ".", 2)[1], b},
+	} {
+		if tc.r.VerifyState(tc.state, tc.b) {
+			t.Errorf("%s: verified", name)
+		}
+	}
+}

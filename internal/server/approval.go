@@ -62,6 +62,13 @@ func (s *Server) approvalGate(ctx context.Context, c *call, in *policy.Input, na
 	}
 	b := approvals.Binding{Digest: digest, Issuer: humanIssuer(p), Subject: p.Subject, Agent: p.Agent, Environment: s.cfg.Environment}
 	tmpl := approvals.Request{Email: p.Email, Name: p.Name, Tool: name, Arguments: masked, Approvers: ap.Approvers, Reason: ap.Reason}
+	// A 2026-07-28 retry echoes the requestState it was given: it must be
+	// the gateway's, for this very call (human, agent, arguments).
+	if c.requestState != "" {
+		if ref := s.checkRequestState(ctx, c.requestState, b); ref != nil {
+			return ref
+		}
+	}
 	o, err := s.approvals.Check(ctx, b, tmpl, ap.TTL)
 	if err != nil {
 		s.log.ErrorContext(ctx, "approval store unavailable: refused", "err", err, "tool", name)
@@ -83,11 +90,19 @@ func (s *Server) approvalGate(ctx context.Context, c *call, in *policy.Input, na
 	}
 	msg := fmt.Sprintf("approval required: %s. Approve at %s, then repeat the call.", r.Reason, link)
 	ref := &refusal{decision: audit.DecisionApprovalRequired, reason: fmt.Sprintf("%s (approval %s)", r.Reason, r.ID), message: msg}
+	el := mcp.ElicitationParams{
+		Mode: mcp.ElicitationModeURL, ElicitationID: r.ID, URL: link,
+		Message: fmt.Sprintf("Approval required: %s. Ask an approver to approve at the link, then repeat the call.", r.Reason),
+	}
+	if modernURLElicitation(ctx) {
+		// 2026-07-28: an input_required result with one URL elicitation;
+		// the client retries with inputResponses and the requestState.
+		c.inputRequired = mcpserver.NewInputRequestBuilder(r.RequestState(b)).Elicit("approval", el).ToolResult()
+		return ref
+	}
 	if wantsURLElicitation(ctx) {
-		c.answer = mcp.URLElicitationRequiredError{Elicitations: []mcp.ElicitationParams{{
-			Mode: mcp.ElicitationModeURL, ElicitationID: r.ID, URL: link,
-			Message: fmt.Sprintf("Approval required: %s. Ask an approver to approve at the link, then repeat the call.", r.Reason),
-		}}}
+		c.answer = mcp.URLElicitationRequiredError{Elicitations: []mcp.ElicitationParams{el}}
+		s.watchElicitation(r.ID, sessionIDOf(ctx))
 	}
 	return ref
 }
@@ -104,4 +119,41 @@ func wantsURLElicitation(ctx context.Context) bool {
 	}
 	caps := cs.GetClientCapabilities()
 	return caps.Elicitation != nil && caps.Elicitation.URL != nil
+}
+
+// modernURLElicitation reports whether the request is a 2026-07-28 one
+// whose per-request client capabilities include elicitation.url.
+func modernURLElicitation(ctx context.Context) bool {
+	info := mcpserver.RequestProtocolInfoFromContext(ctx)
+	if info == nil || !info.Modern || info.ClientCapabilities == nil {
+		return false
+	}
+	e := info.ClientCapabilities.Elicitation
+	return e != nil && e.URL != nil
+}
+
+// checkRequestState refuses a retry whose requestState names one of the
+// gateway's approval requests but was not issued for this call. A state
+// naming no live request (consumed, expired, or not the gateway's) is
+// ignored: the approval store alone decides whether the call runs.
+func (s *Server) checkRequestState(ctx context.Context, state string, b approvals.Binding) *refusal {
+	lookup, ok := s.approvals.(ApprovalLookup)
+	if !ok {
+		return nil
+	}
+	// A state that names no request of ours may be a federated MCP
+	// upstream's own multi round-trip state: it decides nothing here.
+	id := approvals.StateID(state)
+	if id == "" {
+		return nil
+	}
+	r, found, err := lookup.Get(ctx, id)
+	if err != nil {
+		s.log.ErrorContext(ctx, "approval store unavailable: refused", "err", err)
+		return failed("the approval store is unavailable, so calls that need approval are refused")
+	}
+	if found && !r.VerifyState(state, b) {
+		return &refusal{decDeny, "requestState of another call (approval " + id + ")", "denied: the requestState belongs to another call; repeat the original call unchanged", true}
+	}
+	return nil
 }

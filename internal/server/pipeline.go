@@ -43,6 +43,10 @@ type call struct {
 	// answer, when set, answers a refused call instead of its tool error
 	// (a JSON-RPC error such as -32042 URLElicitationRequired).
 	answer error
+	// requestState is a 2026-07-28 retry's requestState; inputRequired,
+	// when set, answers a held call instead of its tool error (approval.go).
+	requestState  string
+	inputRequired *mcp.CallToolResult
 }
 
 // callTool is the pipeline of one tool call (steps 3–8 of ARCHITECTURE.md):
@@ -50,7 +54,7 @@ type call struct {
 // record. Every outcome, allowed or not, leaves one audit record; every
 // refusal before invoke keeps the upstream untouched.
 func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-	c := &call{start: time.Now(), p: principalFrom(ctx)}
+	c := &call{start: time.Now(), p: principalFrom(ctx), requestState: req.Params.RequestState}
 	name := req.Params.Name
 	c.rec = audit.Record{
 		Action:      policy.ActionCall,
@@ -95,6 +99,9 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 		res, err := s.finish(ctx, c, ref.decision, ref.reason, mcp.NewToolResultError(ref.message))
 		if c.answer != nil && err == nil { // -32042: see approval.go
 			return nil, c.answer
+		}
+		if c.inputRequired != nil && err == nil { // input_required: see approval.go
+			return c.inputRequired, nil
 		}
 		return res, err
 	}

@@ -150,6 +150,9 @@ type Server struct {
 	approvals  Approvals
 	notifier   ApprovalNotifier
 
+	// elicitWatch: approval_notify.go (notifications/elicitation/complete).
+	elicitWatch elicitationWatch
+
 	publicLimiter ratelimit.Limiter
 	clientAddr    clientAddr
 	metrics       http.Handler
