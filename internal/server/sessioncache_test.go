@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/agentharness/harness/internal/redistest"
 	"github.com/agentharness/harness/internal/store"
 )
 
@@ -172,25 +175,45 @@ func TestSessionCacheKeepsRevocation(t *testing.T) {
 // against a store that answers at once (memory): the cache saves the
 // store's work and the session decoding; with Redis it also saves a round
 // trip.
+//
+// cached=false is the path before the cache (every request reads the
+// store).
 func BenchmarkBindSession(b *testing.B) {
-	for _, cached := range []bool{false, true} {
-		b.Run(fmt.Sprintf("cached=%v", cached), func(b *testing.B) {
-			st := store.NewMemory()
-			s := &Server{sessions: st, sessCache: newSessionCache()}
-			if cached {
-				s.sessCache.SessionsReset(true)
-			}
-			ctx := context.Background()
-			sess := store.Session{Issuer: "i", Subject: "alice", Agent: "a", Created: time.Now()}
-			if err := st.PutSession(ctx, "mcp-session-x", sess, sessionTTL); err != nil {
+	stores := map[string]func(b *testing.B) SessionStore{
+		"memory": func(*testing.B) SessionStore { return store.NewMemory() },
+		"redis": func(b *testing.B) SessionStore {
+			opt, err := redis.ParseURL(redistest.Start(b))
+			if err != nil {
 				b.Fatal(err)
 			}
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, ok, err := s.lookupSession(ctx, "mcp-session-x"); !ok || err != nil {
-					b.Fatal(ok, err)
-				}
-			}
-		})
+			rdb := redis.NewClient(opt)
+			b.Cleanup(func() { _ = rdb.Close() })
+			return store.NewRedis(rdb, "bench:", 2*time.Second)
+		},
+	}
+	for _, name := range []string{"memory", "redis"} {
+		for _, cached := range []bool{false, true} {
+			b.Run(fmt.Sprintf("%s/cached=%v", name, cached), func(b *testing.B) {
+				benchBindSession(b, stores[name](b), cached)
+			})
+		}
+	}
+}
+
+func benchBindSession(b *testing.B, st SessionStore, cached bool) {
+	s := &Server{sessions: st, sessCache: newSessionCache()}
+	if cached {
+		s.sessCache.SessionsReset(true)
+	}
+	ctx := context.Background()
+	sess := store.Session{Issuer: "i", Subject: "alice", Agent: "a", Created: time.Now()}
+	if err := st.PutSession(ctx, "mcp-session-x", sess, sessionTTL); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok, err := s.lookupSession(ctx, "mcp-session-x"); !ok || err != nil {
+			b.Fatal(ok, err)
+		}
 	}
 }
