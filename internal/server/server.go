@@ -202,6 +202,7 @@ func New(o Options) (*Server, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.log = slog.New(principalAttrs{s.log.Handler()})
+	s.sessCache.log = s.log
 	if s.client == nil {
 		s.client = &http.Client{}
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -31,6 +32,7 @@ type sessionCache struct {
 	now func() time.Time
 	ttl time.Duration
 	max int
+	log *slog.Logger // nil: silent
 
 	mu   sync.Mutex
 	live bool
@@ -106,13 +108,22 @@ func (c *sessionCache) SessionDeleted(id string) {
 	delete(c.m, id)
 }
 
-// SessionsReset implements store.SessionWatcher.
+// SessionsReset implements store.SessionWatcher. A change between live
+// and not live is logged.
 func (c *sessionCache) SessionsReset(live bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	was := c.live
 	c.gen++
 	c.live = live
 	clear(c.m)
+	c.mu.Unlock()
+	switch {
+	case c.log == nil || was == live:
+	case live:
+		c.log.Info("session cache on: deletions on every replica reach this one")
+	default:
+		c.log.Warn("session cache off: the store's invalidation is not confirmed; sessions are read from the store on every request")
+	}
 }
 
 // len is the number of cached bindings; for tests.
