@@ -50,6 +50,8 @@ return 1
 // Key layout under the prefix: sess:<id> (JSON session), rev:<id>, kv:<key>,
 // one hash jwks (kid → "<until ms>:<jwk>"), and per Bounded namespace
 // {b:<name>}:kv:<key> counted in the sorted set {b:<name>}:idx.
+// Deleted session ids are published on the channel sess-deleted (under the
+// prefix), for WatchSessions.
 type Redis struct {
 	rdb     redis.UniversalClient
 	prefix  string
