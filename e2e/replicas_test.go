@@ -144,6 +144,12 @@ func replicaCallTool(c *client.Client, name string, args map[string]any) (*mcp.C
 	return c.CallTool(ctx, req)
 }
 
+// sessionEvictRetries bounds how many requests a replica may still accept
+// on a session deleted on another replica, while the Redis pub/sub message
+// is in flight (10 ms apart: the bound is 50 ms; in practice the first
+// request is refused).
+const sessionEvictRetries = 5
+
 // replicaLegacyRPC posts one JSON-RPC request of the 2025-11-25 revision to
 // gwURL/mcp with the given session id (GET and DELETE send no body). It
 // returns the HTTP status and, when the answer carries one, the JSON-RPC
@@ -509,9 +515,27 @@ func TestReplicasSharedState(t *testing.T) {
 			t.Errorf("the session on A broke after the intruder's attempts: %s", resultText(res))
 		}
 
-		// The owner ends the session on B: it is gone on A too.
+		// The owner ends the session on B: it is gone on A too, although A
+		// holds it in its session cache (it served it just above). A evicts
+		// it when Redis delivers B's pub/sub message, which Redis sends
+		// before B's DELETE returns but A reads asynchronously: the next
+		// request is refused, allowing at most sessionEvictRetries
+		// refusal-free tools/list probes 10 ms apart (docs/operations.md).
 		if status, _ := replicaLegacyRPC(t, http.MethodDelete, rs.b.URL, tok, sid, "", nil); status != http.StatusOK && status != http.StatusNoContent && status != http.StatusAccepted {
 			t.Errorf("DELETE of the session on B by its owner: %d", status)
+		}
+		for i := 0; ; i++ {
+			status, _ := replicaLegacyRPC(t, http.MethodPost, rs.a.URL, tok, sid, "tools/list", map[string]any{})
+			if status == http.StatusNotFound {
+				if i > 0 {
+					t.Logf("A refused the deleted session after %d probes", i)
+				}
+				break
+			}
+			if i == sessionEvictRetries {
+				t.Fatalf("session deleted on B still accepted by A after %d probes: %d", i, status)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 		before = rs.up.count.Load()
 		if status, _ := replicaLegacyRPC(t, http.MethodPost, rs.a.URL, tok, sid, "tools/call", map[string]any{"name": "up_count", "arguments": map[string]any{}}); status != http.StatusNotFound {

@@ -335,6 +335,15 @@ func BuildWith(ctx context.Context, cfg *config.Config, log *slog.Logger, versio
 	if err != nil {
 		return nil, err
 	}
+	// Legacy session bindings are cached in-process and evicted through the
+	// store's invalidation (Redis pub/sub); see docs/operations.md.
+	wctx, stopWatch := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		_ = srv.WatchSessions(wctx)
+	}()
+	app.closers = append(app.closers, func(context.Context) error { stopWatch(); <-watched; return nil })
 	exchange.Verifier = srv
 	exchange.OnIssue = srv.RecordGrant
 	app.Server = srv

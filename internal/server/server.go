@@ -136,6 +136,7 @@ type Server struct {
 	policy     Decider
 	limiter    ratelimit.Limiter
 	sessions   SessionStore
+	sessCache  *sessionCache
 	audit      AuditLog
 	client     *http.Client
 	ready      map[string]func(context.Context) error
@@ -181,7 +182,7 @@ func New(o Options) (*Server, error) {
 	s := &Server{
 		cfg: o.Config, log: o.Logger, version: o.Version,
 		authn: o.Authn, catalog: o.Catalog, policy: o.Policy, limiter: o.Limiter,
-		sessions: o.Sessions, audit: o.Audit, client: o.Client, ready: o.Ready,
+		sessions: o.Sessions, sessCache: newSessionCache(), audit: o.Audit, client: o.Client, ready: o.Ready,
 		identity: o.Identity, exchangers: o.Exchangers, tel: o.Telemetry, revoked: o.Revocations,
 		selfAS: o.AuthorizationServer, publicLimiter: o.PublicLimiter, metrics: o.Metrics, pins: o.Pins,
 		security:  o.Security,
@@ -204,6 +205,7 @@ func New(o Options) (*Server, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.log = slog.New(principalAttrs{s.log.Handler()})
+	s.sessCache.log = s.log
 	if s.client == nil {
 		s.client = &http.Client{}
 	}

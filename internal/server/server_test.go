@@ -207,6 +207,7 @@ upstreams: [{name: crm, base_url: %q, openapi: %q}]
 	if err != nil {
 		t.Fatal(err)
 	}
+	watch(t, srv)
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 	return &fixture{srv: srv, url: hs.URL, audit: rec, hits: &hits, store: st}

@@ -47,7 +47,7 @@ func (s *Server) bindSession(next http.Handler) http.Handler {
 		}
 		ctx := r.Context()
 		p := principalFrom(ctx)
-		sess, ok, err := s.sessions.GetSession(ctx, id)
+		sess, ok, err := s.lookupSession(ctx, id)
 		if err != nil {
 			s.log.ErrorContext(ctx, "session store unavailable", "err", err, "request_id", RequestID(ctx))
 			writeError(w, r, http.StatusServiceUnavailable, "session store unavailable")
@@ -67,13 +67,29 @@ func (s *Server) bindSession(next http.Handler) http.Handler {
 			return
 		}
 		if r.Method == http.MethodDelete {
+			s.sessCache.SessionDeleted(id) // this replica at once, whatever the store says
 			if err := s.sessions.DeleteSession(ctx, id); err != nil {
 				writeError(w, r, http.StatusServiceUnavailable, "session store unavailable")
 				return
 			}
+			s.sessCache.SessionDeleted(id) // again: a read racing the delete may have cached it
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(ctx, sessionKey, id)))
 	})
+}
+
+// lookupSession returns the binding of session id: from the in-process
+// cache when it holds it, else from the store (and then caches it).
+func (s *Server) lookupSession(ctx context.Context, id string) (store.Session, bool, error) {
+	sess, ok, gen := s.sessCache.get(id)
+	if ok {
+		return sess, true, nil
+	}
+	sess, ok, err := s.sessions.GetSession(ctx, id)
+	if err == nil && ok {
+		s.sessCache.put(id, sess, gen)
+	}
+	return sess, ok, err
 }
 
 // ResolveSessionIdManager implements mcp-go's SessionIdManagerResolver: the

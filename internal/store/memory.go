@@ -21,6 +21,9 @@ type Memory struct {
 	tables    [4]map[string]entry // indexed by the table constants
 	bounded   map[string]*boundedTable
 	lastSweep time.Time
+
+	watchMu  sync.Mutex
+	watchers map[*SessionWatcher]SessionWatcher
 }
 
 // boundedTable is a namespace of Bounded: its own entries and its own cap.
@@ -162,9 +165,36 @@ func (m *Memory) TouchSession(ctx context.Context, id string, ttl time.Duration)
 	return true, nil
 }
 
-// DeleteSession implements Sessions.
+// DeleteSession implements Sessions. Watchers are told before it returns.
 func (m *Memory) DeleteSession(ctx context.Context, id string) error {
-	return m.delete(ctx, tSessions, "session id", id)
+	if err := m.delete(ctx, tSessions, "session id", id); err != nil {
+		return err
+	}
+	m.watchMu.Lock()
+	defer m.watchMu.Unlock()
+	for _, w := range m.watchers {
+		w.SessionDeleted(id)
+	}
+	return nil
+}
+
+// WatchSessions implements SessionWatch: deletions are reported directly,
+// before DeleteSession returns.
+func (m *Memory) WatchSessions(ctx context.Context, w SessionWatcher) error {
+	key := &w
+	m.watchMu.Lock()
+	if m.watchers == nil {
+		m.watchers = map[*SessionWatcher]SessionWatcher{}
+	}
+	m.watchers[key] = w
+	w.SessionsReset(true)
+	m.watchMu.Unlock()
+	<-ctx.Done()
+	m.watchMu.Lock()
+	delete(m.watchers, key)
+	m.watchMu.Unlock()
+	w.SessionsReset(false)
+	return nil
 }
 
 // Revoke implements Revocations.

@@ -50,6 +50,8 @@ return 1
 // Key layout under the prefix: sess:<id> (JSON session), rev:<id>, kv:<key>,
 // one hash jwks (kid → "<until ms>:<jwk>"), and per Bounded namespace
 // {b:<name>}:kv:<key> counted in the sorted set {b:<name>}:idx.
+// Deleted session ids are published on the channel sess-deleted (under the
+// prefix), for WatchSessions.
 type Redis struct {
 	rdb     redis.UniversalClient
 	prefix  string
@@ -132,12 +134,90 @@ func (r *Redis) TouchSession(ctx context.Context, id string, ttl time.Duration) 
 	return ok, nil
 }
 
-// DeleteSession implements Sessions.
+// DeleteSession implements Sessions. In the same round trip it publishes
+// id on the channel <prefix>sess-deleted, which every replica's
+// WatchSessions evicts from its session cache.
 func (r *Redis) DeleteSession(ctx context.Context, id string) error {
 	if err := checkID("session id", id); err != nil {
 		return err
 	}
-	return r.del(ctx, r.prefix+"sess:"+id)
+	ctx, cancel := r.ctx(ctx)
+	defer cancel()
+	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, r.prefix+"sess:"+id)
+		p.Publish(ctx, r.prefix+sessDeletedChannel, id)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: redis delete session: %w", err)
+	}
+	return nil
+}
+
+// sessDeletedChannel is the pub/sub channel of deleted session ids.
+const sessDeletedChannel = "sess-deleted"
+
+// watchPing is how often WatchSessions pings its subscription; a
+// subscription that has not answered for three pings is dropped and made
+// again (a silently dead connection must not keep a cache alive).
+var watchPing = 5 * time.Second
+
+// WatchSessions implements SessionWatch with Redis pub/sub on
+// <prefix>sess-deleted. The watcher is live only while the subscription is
+// confirmed: any error, timeout or reconnect resets it (not live) and a new
+// subscription resets it again (live), since messages published in between
+// are lost.
+func (r *Redis) WatchSessions(ctx context.Context, w SessionWatcher) error {
+	defer w.SessionsReset(false)
+	for ctx.Err() == nil {
+		r.watchOnce(ctx, w)
+		w.SessionsReset(false)
+		select {
+		case <-ctx.Done():
+		case <-time.After(watchPing / 5): // back off before subscribing again
+		}
+	}
+	return nil
+}
+
+// watchOnce runs one subscription until it fails or ctx ends.
+func (r *Redis) watchOnce(ctx context.Context, w SessionWatcher) {
+	ps := r.rdb.Subscribe(ctx, r.prefix+sessDeletedChannel)
+	done := make(chan struct{})
+	defer func() {
+		close(done)
+		_ = ps.Close()
+	}()
+	go func() {
+		t := time.NewTicker(watchPing)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				_ = ps.Close() // unblocks Receive
+				return
+			case <-done:
+				return
+			case <-t.C:
+				_ = ps.Ping(ctx)
+			}
+		}
+	}()
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, 3*watchPing)
+		if err != nil {
+			return
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind != "subscribe" {
+				return
+			}
+			w.SessionsReset(true)
+		case *redis.Message:
+			w.SessionDeleted(m.Payload)
+		}
+	}
 }
 
 // Revoke implements Revocations. The TTL is computed from this replica's

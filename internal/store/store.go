@@ -56,6 +56,27 @@ type Sessions interface {
 	DeleteSession(ctx context.Context, id string) error
 }
 
+// SessionWatcher is told of deleted sessions; an in-process session cache
+// implements it.
+type SessionWatcher interface {
+	// SessionDeleted reports that session id was deleted, on any replica.
+	SessionDeleted(id string)
+	// SessionsReset tells the watcher to forget every session it holds:
+	// deletions may have been missed. live reports whether, from now on,
+	// every deletion is reported (true once a watch is (re)established,
+	// false when it failed or ended).
+	SessionsReset(live bool)
+}
+
+// SessionWatch reports session deletions made through any replica's store.
+type SessionWatch interface {
+	// WatchSessions reports deletions to w until ctx ends, then calls
+	// w.SessionsReset(false) and returns. A watch that breaks (Redis
+	// unreachable, reconnect) is reported as SessionsReset(false) and, once
+	// re-established, SessionsReset(true).
+	WatchSessions(ctx context.Context, w SessionWatcher) error
+}
+
 // Revocations records revoked token ids (jti) until the tokens expire.
 type Revocations interface {
 	// Revoke marks id revoked until the given time (normally the token's
@@ -101,8 +122,10 @@ type Store interface {
 }
 
 var (
-	_ Store = (*Memory)(nil)
-	_ Store = (*Redis)(nil)
+	_ Store        = (*Memory)(nil)
+	_ Store        = (*Redis)(nil)
+	_ SessionWatch = (*Memory)(nil)
+	_ SessionWatch = (*Redis)(nil)
 )
 
 // checkID rejects an empty id, key or kid.
