@@ -95,15 +95,3 @@ func (c *Catalog) Complete(ctx context.Context, upstream string, params mcp.Comp
 	}
 	return m.complete(ctx, params, call)
 }
-
-// SetLevel forwards logging/setLevel to every MCP upstream that offers
-// logging; the errors of those that failed are joined.
-func (c *Catalog) SetLevel(ctx context.Context, level mcp.LoggingLevel) error {
-	var errs []error
-	for _, m := range c.conns {
-		if err := m.setLevel(ctx, level); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}

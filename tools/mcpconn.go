@@ -307,6 +307,17 @@ func (m *mcpConn) connect(ctx context.Context) (cli *client.Client, lost chan st
 	cli.OnNotification(m.notification)
 	cli.OnConnectionLost(func(err error) { fail(fmt.Errorf("connection lost: %w", err)) })
 	caps := cli.GetServerCapabilities()
+	if caps.Logging != nil {
+		// The upstream logs everything to the gateway; each agent's session
+		// gets the messages of its own calls at or above its own level
+		// (filtered by the gateway), so no agent sets the level for others.
+		req := mcp.SetLevelRequest{}
+		req.Params.Level = mcp.LoggingLevelDebug
+		//lint:ignore SA1019 a legacy upstream learns the level by setLevel; a modern one per request
+		if err := cli.SetLevel(ictx, req); err != nil {
+			m.logger.Warn("mcp upstream refused logging/setLevel; its default level applies", "err", err)
+		}
+	}
 	if mcp.IsModernProtocol(cli.ProtocolVersion()) {
 		filter := mcp.SubscriptionFilter{
 			ToolsListChanged:     caps.Tools != nil && caps.Tools.ListChanged,

@@ -366,16 +366,3 @@ func (m *mcpConn) complete(ctx context.Context, params mcp.CompleteParams, c *MC
 	})
 	return res, err
 }
-
-// setLevel forwards logging/setLevel where the server offers logging.
-func (m *mcpConn) setLevel(ctx context.Context, level mcp.LoggingLevel) error {
-	return m.do(ctx, nil, func(ctx context.Context, cli *client.Client, _ string) error {
-		if cli.GetServerCapabilities().Logging == nil {
-			return nil
-		}
-		req := mcp.SetLevelRequest{}
-		req.Params.Level = level
-		//lint:ignore SA1019 forwarded for agents that still set a level
-		return cli.SetLevel(ctx, req)
-	})
-}

@@ -55,10 +55,23 @@ func (s *Server) mcpCall(ctx context.Context, assertion string, meta *mcp.Meta) 
 			if method == "notifications/progress" && c.ProgressToken == nil {
 				return
 			}
+			if method == "notifications/message" {
+				// Filtered by this session's level (logging/setLevel of a
+				// 2025-11-25 session, the request's logLevel in 2026-07-28).
+				_ = s.mcp.SendLogMessageToClient(ctx, logMessage(params))
+				return
+			}
 			_ = srv.SendNotificationToClient(ctx, method, params)
 		}
 	}
 	return c
+}
+
+// logMessage is the notifications/message of an upstream's params.
+func logMessage(params map[string]any) mcp.LoggingMessageNotification {
+	lvl, _ := params["level"].(string)
+	logger, _ := params["logger"].(string)
+	return mcp.NewLoggingMessageNotification(mcp.LoggingLevel(lvl), logger, params["data"])
 }
 
 // clientRelay passes an upstream's request to its client on to the agent

@@ -35,6 +35,7 @@ func (s *Server) newMCP() http.Handler {
 		mcpserver.WithPromptCompletionProvider(s),
 		mcpserver.WithResourceCompletionProvider(s),
 		mcpserver.WithCompletions(),
+		mcpserver.WithLogging(),
 		mcpserver.WithRecovery(),
 		mcpserver.WithHooks(hooks),
 		mcpserver.WithInstructions("Harness exposes your organisation's internal APIs as tools. Every call is made on behalf of the signed-in human, decided by policy, rate limited and audited."),
