@@ -81,6 +81,11 @@ type MCPCall struct {
 	// Requests, when set, answers the upstream's requests to its client
 	// made during this call; without it they are refused.
 	Requests ClientRequests
+	// Legacy is set for a call of an agent on a session-based revision
+	// (2025-11-25 and before): an mcp upstream is then asked over a
+	// connection of that era, on which it may send the call's sampling,
+	// elicitation and roots requests to be relayed to the agent.
+	Legacy bool
 }
 
 type callKey struct{}
@@ -108,14 +113,32 @@ type mcpConn struct {
 	relayMu  sync.Mutex
 	calls    []*MCPCall          // in flight, oldest first
 	progress map[string]*MCPCall // upstream progress token → call
+
+	// version, when set, is the only protocol revision this connection
+	// speaks (the legacy twin).
+	version string
+	// legacy is the 2025-11-25 connection to an mcp upstream for the calls
+	// of legacy agents, started at its first such call; nil for a command
+	// upstream (always legacy) and for the twin itself.
+	legacy *mcpConn
 }
 
 func newMCPConn(up Upstream, hc *http.Client, logger *slog.Logger, onChange func(string)) *mcpConn {
-	return &mcpConn{
+	m := &mcpConn{
 		up: up, client: hc, onChange: onChange,
 		logger: logger.With("upstream", up.Name, "kind", up.Kind()),
 		status: ErrNotLoaded, ready: make(chan struct{}), progress: map[string]*MCPCall{},
 	}
+	if up.MCP != "" {
+		// The twin only carries calls: the catalogue comes from m, so its
+		// connects and list changes relist nothing.
+		m.legacy = &mcpConn{
+			up: up, client: hc, onChange: func(string) {}, version: legacyStdioVersion,
+			logger: m.logger.With("era", legacyStdioVersion),
+			status: ErrNotLoaded, ready: make(chan struct{}), progress: map[string]*MCPCall{},
+		}
+	}
+	return m
 }
 
 // start runs the connection loop until close.
@@ -139,6 +162,9 @@ func (m *mcpConn) close() {
 	if stop != nil {
 		stop()
 		<-done
+	}
+	if m.legacy != nil {
+		m.legacy.close()
 	}
 }
 
@@ -284,6 +310,9 @@ func (m *mcpConn) connect(ctx context.Context) (cli *client.Client, lost chan st
 		opts = append(opts, client.WithProtocolVersion(legacyStdioVersion))
 	default:
 		return nil, nil, nil, nil, errors.New("neither mcp nor command is set")
+	}
+	if m.version != "" {
+		opts = append(opts, client.WithProtocolVersion(m.version))
 	}
 	cli = client.NewClient(tr, opts...)
 	cleanup = func() {
@@ -609,6 +638,10 @@ func (h relayHandler) ListRoots(ctx context.Context, req mcp.ListRootsRequest) (
 func (m *mcpConn) do(ctx context.Context, c *MCPCall, f func(context.Context, *client.Client, string) error) error {
 	if c == nil {
 		c = &MCPCall{}
+	}
+	if c.Legacy && m.legacy != nil {
+		m.legacy.start()
+		return m.legacy.do(ctx, c, f)
 	}
 	ctx, cancel := context.WithTimeout(ctx, m.up.Timeout)
 	defer cancel()

@@ -50,6 +50,9 @@ func (s *Server) mcpCall(ctx context.Context, assertion string, meta *mcp.Meta) 
 	if meta != nil && meta.ProgressToken != nil {
 		c.ProgressToken = meta.ProgressToken
 	}
+	if info := mcpserver.RequestProtocolInfoFromContext(ctx); info != nil && !info.Modern {
+		c.Legacy = true
+	}
 	if srv := mcpserver.ServerFromContext(ctx); srv != nil {
 		c.Notify = func(method string, params map[string]any) {
 			if method == "notifications/progress" && c.ProgressToken == nil {
