@@ -95,10 +95,11 @@ type callKey struct{}
 // offers, reconnects with backoff when the connection or process is lost,
 // and asks the catalogue to relist on list_changed.
 type mcpConn struct {
-	up       Upstream
-	client   *http.Client
-	logger   *slog.Logger
-	onChange func(upstream string)
+	up        Upstream
+	client    *http.Client
+	logger    *slog.Logger
+	onChange  func(upstream string)
+	onUpdated func(upstream, uri string) // notifications/resources/updated
 
 	mu      sync.Mutex
 	cli     *client.Client
@@ -123,9 +124,9 @@ type mcpConn struct {
 	legacy *mcpConn
 }
 
-func newMCPConn(up Upstream, hc *http.Client, logger *slog.Logger, onChange func(string)) *mcpConn {
+func newMCPConn(up Upstream, hc *http.Client, logger *slog.Logger, onChange func(string), onUpdated func(string, string)) *mcpConn {
 	m := &mcpConn{
-		up: up, client: hc, onChange: onChange,
+		up: up, client: hc, onChange: onChange, onUpdated: onUpdated,
 		logger: logger.With("upstream", up.Name, "kind", up.Kind()),
 		status: ErrNotLoaded, ready: make(chan struct{}), progress: map[string]*MCPCall{},
 	}
@@ -133,7 +134,7 @@ func newMCPConn(up Upstream, hc *http.Client, logger *slog.Logger, onChange func
 		// The twin only carries calls: the catalogue comes from m, so its
 		// connects and list changes relist nothing.
 		m.legacy = &mcpConn{
-			up: up, client: hc, onChange: func(string) {}, version: legacyStdioVersion,
+			up: up, client: hc, onChange: func(string) {}, onUpdated: onUpdated, version: legacyStdioVersion,
 			logger: m.logger.With("era", legacyStdioVersion),
 			status: ErrNotLoaded, ready: make(chan struct{}), progress: map[string]*MCPCall{},
 		}
@@ -547,6 +548,10 @@ func (m *mcpConn) notification(n mcp.JSONRPCNotification) {
 			}
 			out["progressToken"] = c.ProgressToken
 			c.Notify(n.Method, out)
+		}
+	case string(mcp.MethodNotificationResourceUpdated):
+		if uri, _ := n.Params.AdditionalFields["uri"].(string); uri != "" && m.onUpdated != nil {
+			m.onUpdated(m.up.Name, uri)
 		}
 	case "notifications/message":
 		if c := m.latestCall(); c != nil && c.Notify != nil {

@@ -28,9 +28,10 @@ func (s *Server) newMCP() http.Handler {
 	hooks.AddAfterListResourceTemplates(s.filterTemplates)
 	hooks.AddAfterListPrompts(s.filterPrompts)
 	hooks.AddOnError(s.auditUnknownTool)
+	subscribe := s.subscribeHooks(hooks)
 	s.mcp = mcpserver.NewMCPServer("harness", s.version,
 		mcpserver.WithToolCapabilities(true),
-		mcpserver.WithResourceCapabilities(false, true),
+		mcpserver.WithResourceCapabilities(subscribe, true),
 		mcpserver.WithPromptCapabilities(true),
 		mcpserver.WithPromptCompletionProvider(s),
 		mcpserver.WithResourceCompletionProvider(s),

@@ -128,6 +128,7 @@ type SecurityEvents interface {
 
 // Server is the gateway's HTTP server.
 type Server struct {
+	subs       subscriptions
 	cfg        *config.Config
 	log        *slog.Logger
 	version    string
