@@ -86,6 +86,10 @@ type MCPCall struct {
 	// connection of that era, on which it may send the call's sampling,
 	// elicitation and roots requests to be relayed to the agent.
 	Legacy bool
+	// ClientCapabilities, when set, are the agent's capabilities declared
+	// on its 2026-07-28 request: the upstream sees them in place of the
+	// gateway's own, so it asks only for what the agent can answer.
+	ClientCapabilities *mcp.ClientCapabilities
 }
 
 type callKey struct{}
@@ -651,6 +655,9 @@ func (m *mcpConn) do(ctx context.Context, c *MCPCall, f func(context.Context, *c
 	ctx, cancel := context.WithTimeout(ctx, m.up.Timeout)
 	defer cancel()
 	ctx = context.WithValue(ctx, callKey{}, c)
+	if c.ClientCapabilities != nil {
+		ctx = client.WithRequestClientCapabilities(ctx, *c.ClientCapabilities)
+	}
 	tok := ""
 	if c.Notify != nil || c.Requests != nil || c.ProgressToken != nil { // a call to relay for
 		var end func()

@@ -50,8 +50,12 @@ func (s *Server) mcpCall(ctx context.Context, assertion string, meta *mcp.Meta) 
 	if meta != nil && meta.ProgressToken != nil {
 		c.ProgressToken = meta.ProgressToken
 	}
-	if info := mcpserver.RequestProtocolInfoFromContext(ctx); info != nil && !info.Modern {
-		c.Legacy = true
+	if info := mcpserver.RequestProtocolInfoFromContext(ctx); info != nil {
+		c.Legacy = !info.Modern
+		if info.Modern && info.ClientCapabilities != nil {
+			caps := *info.ClientCapabilities
+			c.ClientCapabilities = &caps
+		}
 	}
 	if srv := mcpserver.ServerFromContext(ctx); srv != nil {
 		c.Notify = func(method string, params map[string]any) {
@@ -110,6 +114,12 @@ func (s *Server) invokeMCPTool(ctx context.Context, c *call, req mcp.CallToolReq
 	end()
 	if err != nil {
 		s.log.WarnContext(ctx, "upstream call failed", "err", err, "tool", tool.Name)
+		if mcp.IsMissingRequiredClientCapability(err) {
+			// The agent did not declare what the tool needs: it learns so
+			// as the upstream said it (-32021), not as a tool failure.
+			_, _ = s.fail(ctx, c, fmt.Sprintf("upstream %s refused: the client lacks a capability the tool requires", up.Name))
+			return nil, mcpserver.NewHandlerError(missingCapability{undeclared(ctx)})
+		}
 		return s.fail(ctx, c, fmt.Sprintf("upstream %s failed: %s", up.Name, mcpUpstreamReason(err)))
 	}
 	_, end = s.stage(ctx, telemetry.StageRedact)
@@ -124,6 +134,41 @@ func (s *Server) invokeMCPTool(ctx context.Context, c *call, req mcp.CallToolReq
 		reason += "; the upstream tool answered with an error"
 	}
 	return s.finish(ctx, c, decAllow, reason, out)
+}
+
+// missingCapability relays an upstream's -32021 to the agent. mcp-go's
+// client keeps no error data, so requiredCapabilities names every
+// capability an upstream may ask of its client (sampling, elicitation,
+// roots) that this request did not declare.
+type missingCapability struct{ required map[string]any }
+
+func (e missingCapability) Error() string { return "missing required client capability" }
+
+func (e missingCapability) JSONRPCError() mcp.JSONRPCError {
+	return mcp.JSONRPCError{JSONRPC: mcp.JSONRPC_VERSION, Error: mcp.JSONRPCErrorDetails{
+		Code: mcp.MISSING_REQUIRED_CLIENT_CAPABILITY, Message: "missing required client capability: the upstream tool needs a capability this request did not declare",
+		Data: map[string]any{"requiredCapabilities": e.required},
+	}}
+}
+
+// undeclared is the client capabilities an upstream may need that the
+// request of ctx did not declare.
+func undeclared(ctx context.Context) map[string]any {
+	var caps mcp.ClientCapabilities
+	if info := mcpserver.RequestProtocolInfoFromContext(ctx); info != nil && info.ClientCapabilities != nil {
+		caps = *info.ClientCapabilities
+	}
+	out := map[string]any{}
+	if caps.Sampling == nil {
+		out["sampling"] = map[string]any{}
+	}
+	if caps.Elicitation == nil {
+		out["elicitation"] = map[string]any{}
+	}
+	if caps.Roots == nil {
+		out["roots"] = map[string]any{}
+	}
+	return out
 }
 
 // mcpUpstreamReason is what the agent learns of a failed upstream call.

@@ -45,8 +45,8 @@ func (s *Server) subscribeHooks(hooks *mcpserver.Hooks) bool {
 		if !ok || !bytes.Contains(raw, []byte("resources/")) {
 			return nil
 		}
-		if info := mcpserver.RequestProtocolInfoFromContext(ctx); info != nil && info.Modern {
-			return nil // removed in 2026-07-28; mcp-go answers it
+		if info := mcpserver.RequestProtocolInfoFromContext(ctx); (info != nil && info.Modern) || sessionOf(ctx) == "" {
+			return nil // no session (2026-07-28 removed the methods): mcp-go answers it
 		}
 		var m struct {
 			Method string `json:"method"`
