@@ -90,6 +90,11 @@ type MCPCall struct {
 	// on its 2026-07-28 request: the upstream sees them in place of the
 	// gateway's own, so it asks only for what the agent can answer.
 	ClientCapabilities *mcp.ClientCapabilities
+	// Retry, when set, carries the agent's answers to an input_required
+	// result (2026-07-28) and the upstream's requestState, for the
+	// upstream; input_required results are returned, not answered by the
+	// gateway.
+	Retry *mcp.MultiRoundTripParams
 }
 
 type callKey struct{}
@@ -286,6 +291,9 @@ func (m *mcpConn) connect(ctx context.Context) (cli *client.Client, lost chan st
 		client.WithSamplingHandler(relayHandler{m}),
 		client.WithElicitationHandler(relayHandler{m}),
 		client.WithRootsHandler(relayHandler{m}),
+		// A 2026-07-28 upstream's input_required results go back to the
+		// agent, whose retry carries the answers (MCPCall.Retry).
+		client.WithManualInputRoundTrips(),
 	}
 	switch {
 	case m.up.MCP != "":

@@ -313,6 +313,9 @@ func (m *mcpConn) callTool(ctx context.Context, t *Tool, args map[string]any, c 
 		req.Params.Name = t.Operation
 		req.Params.Arguments = args
 		req.Params.Meta = m.meta(c, tok)
+		if c != nil && c.Retry != nil {
+			req.Params.MultiRoundTripParams = *c.Retry
+		}
 		r, err := cli.CallTool(ctx, req)
 		res = r
 		return err

@@ -109,11 +109,32 @@ func (s *Server) invokeMCPTool(ctx context.Context, c *call, req mcp.CallToolReq
 	if ref != nil {
 		return s.finish(ctx, c, ref.decision, ref.reason, mcp.NewToolResultError(ref.message))
 	}
+	mc := s.mcpCall(ctx, assertion, req.Params.Meta)
+	if rt := req.Params.MultiRoundTripParams; rt.RequestState != "" || rt.InputResponses != nil {
+		// The retry of an input_required result: the requestState must be
+		// the one the gateway sealed for this principal and call.
+		if rt.RequestState != "" {
+			state, err := s.mrtr.open(c.p, tool.Name, args, rt.RequestState)
+			if err != nil {
+				s.log.WarnContext(ctx, "retry with a requestState the gateway did not issue: refused", "tool", tool.Name)
+				_, _ = s.finish(ctx, c, decDeny, errBadState.Error(), nil)
+				return nil, mcpserver.NewHandlerError(rpcErr{code: mcp.INVALID_PARAMS, msg: "invalid params: " + errBadState.Error()})
+			}
+			rt.RequestState = state
+		}
+		mc.Retry = &rt
+	}
 	uctx, end := s.stage(ctx, telemetry.StageUpstream)
-	res, err := s.catalog.CallMCP(uctx, tool, args, s.mcpCall(ctx, assertion, req.Params.Meta))
+	res, err := s.catalog.CallMCP(uctx, tool, args, mc)
 	end()
 	if err != nil {
 		s.log.WarnContext(ctx, "upstream call failed", "err", err, "tool", tool.Name)
+		if mc.Retry != nil && errors.Is(err, mcp.ErrInvalidParams) {
+			// The upstream refused the agent's answers: a protocol error
+			// the agent must see as one.
+			_, _ = s.fail(ctx, c, fmt.Sprintf("upstream %s refused the input responses", up.Name))
+			return nil, mcpserver.NewHandlerError(rpcErr{code: mcp.INVALID_PARAMS, msg: "invalid params: the upstream refused the input responses"})
+		}
 		if mcp.IsMissingRequiredClientCapability(err) {
 			// The agent did not declare what the tool needs: it learns so
 			// as the upstream said it (-32021), not as a tool failure.
@@ -121,6 +142,15 @@ func (s *Server) invokeMCPTool(ctx context.Context, c *call, req mcp.CallToolReq
 			return nil, mcpserver.NewHandlerError(missingCapability{undeclared(ctx)})
 		}
 		return s.fail(ctx, c, fmt.Sprintf("upstream %s failed: %s", up.Name, mcpUpstreamReason(err)))
+	}
+	if res.ResultType == mcp.ResultTypeInputRequired {
+		// Relayed to the agent, whose retry is a new call; the upstream's
+		// requestState sealed to this principal and call.
+		out := &mcp.CallToolResult{Content: []mcp.Content{}}
+		out.ResultType = mcp.ResultTypeInputRequired
+		out.InputRequests = res.InputRequests
+		out.RequestState = s.mrtr.seal(c.p, tool.Name, args, res.RequestState)
+		return s.finish(ctx, c, decAllow, orDefault(dec.Reason, "allowed by policy")+"; the upstream asks the agent for input", out)
 	}
 	_, end = s.stage(ctx, telemetry.StageRedact)
 	out, rep := renderMCP(red, res)

@@ -129,6 +129,7 @@ type SecurityEvents interface {
 // Server is the gateway's HTTP server.
 type Server struct {
 	subs       subscriptions
+	mrtr       mrtrSeal
 	cfg        *config.Config
 	log        *slog.Logger
 	version    string

@@ -1,0 +1,67 @@
+package server
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/agentharness/harness/internal/authn"
+)
+
+// TestMRTRRequestStateSealed: an input_required requestState goes to the
+// agent sealed; a retry's state opens only for the same principal, tool
+// and arguments, and a forged or altered one is refused.
+func TestMRTRRequestStateSealed(t *testing.T) {
+	var m mrtrSeal
+	alice := &authn.Principal{Issuer: "https://idp", Subject: "alice", Agent: "a1"}
+	bob := &authn.Principal{Issuer: "https://idp", Subject: "bob", Agent: "a1"}
+	args := map[string]any{"q": "x", "n": 1}
+	sealed := m.seal(alice, "conf_tool", args, "upstream-state")
+	if !strings.Contains(sealed, ".") {
+		t.Fatalf("sealed state has no tag: %q", sealed)
+	}
+	got, err := m.open(alice, "conf_tool", map[string]any{"n": 1, "q": "x"}, sealed)
+	if err != nil || got != "upstream-state" {
+		t.Fatalf("open(own state) = %q, %v; want the upstream's state", got, err)
+	}
+	other := m.seal(alice, "conf_tool", args, "other-state")
+	_, otherTag, _ := strings.Cut(other, ".")
+	forgedState, _, _ := strings.Cut(sealed, ".")
+	tests := []struct {
+		name   string
+		p      *authn.Principal
+		tool   string
+		args   map[string]any
+		sealed string
+	}{
+		{"another principal", bob, "conf_tool", args, sealed},
+		{"another tool", alice, "conf_other", args, sealed},
+		{"other arguments", alice, "conf_tool", map[string]any{"q": "y", "n": 1}, sealed},
+		{"raw upstream state", alice, "conf_tool", args, "upstream-state"},
+		{"state swapped under another tag", alice, "conf_tool", args, forgedState + "." + otherTag},
+		{"tag altered", alice, "conf_tool", args, sealed[:len(sealed)-2] + "AA"},
+		{"empty", alice, "conf_tool", args, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := m.open(tt.p, tt.tool, tt.args, tt.sealed); !errors.Is(err, errBadState) {
+				t.Fatalf("open = %v; want errBadState", err)
+			}
+		})
+	}
+}
+
+func FuzzMRTROpen(f *testing.F) {
+	var m mrtrSeal
+	p := &authn.Principal{Issuer: "https://idp", Subject: "alice"}
+	f.Add(m.seal(p, "t", nil, "s"))
+	f.Add("")
+	f.Add(".")
+	f.Add("a.b.c")
+	f.Fuzz(func(t *testing.T, sealed string) {
+		state, err := m.open(p, "t", nil, sealed)
+		if err != nil && (!errors.Is(err, errBadState) || state != "") {
+			t.Fatalf("open = %q, %v; want errBadState and no state", state, err)
+		}
+	})
+}
