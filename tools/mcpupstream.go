@@ -345,6 +345,9 @@ func (m *mcpConn) getPrompt(ctx context.Context, p *Prompt, args map[string]stri
 		req.Params.Name = p.Operation
 		req.Params.Arguments = args
 		req.Params.Meta = m.meta(c, tok)
+		if c != nil && c.Retry != nil {
+			req.Params.MultiRoundTripParams = *c.Retry
+		}
 		r, err := cli.GetPrompt(ctx, req)
 		res = r
 		return err

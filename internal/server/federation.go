@@ -431,12 +431,37 @@ func (s *Server) getPrompt(ctx context.Context, req mcp.GetPromptRequest) (*mcp.
 	if ref != nil {
 		return nil, s.opError(ctx, c, ref)
 	}
+	mc := s.mcpCall(ctx, assertion, req.Params.Meta)
+	if rt := req.Params.MultiRoundTripParams; rt.RequestState != "" || rt.InputResponses != nil {
+		if rt.RequestState != "" { // sealed for this principal, prompt and arguments
+			state, err := s.mrtr.open(c.p, "prompt:"+name, args, rt.RequestState)
+			if err != nil {
+				s.log.WarnContext(ctx, "retry with a requestState the gateway did not issue: refused", "prompt", name)
+				_, _ = s.finish(ctx, c, decDeny, errBadState.Error(), nil)
+				return nil, mcpserver.NewHandlerError(rpcErr{code: mcp.INVALID_PARAMS, msg: "invalid params: " + errBadState.Error()})
+			}
+			rt.RequestState = state
+		}
+		mc.Retry = &rt
+	}
 	uctx, end := s.stage(ctx, telemetry.StageUpstream)
-	res, err := s.catalog.GetPrompt(uctx, pr, req.Params.Arguments, s.mcpCall(ctx, assertion, req.Params.Meta))
+	res, err := s.catalog.GetPrompt(uctx, pr, req.Params.Arguments, mc)
 	end()
 	if err != nil {
 		s.log.WarnContext(ctx, "upstream prompt failed", "err", err, "prompt", name)
+		if mc.Retry != nil && errors.Is(err, mcp.ErrInvalidParams) {
+			_, _ = s.finish(ctx, c, decError, fmt.Sprintf("upstream %s refused the input responses", upstream), nil)
+			return nil, mcpserver.NewHandlerError(rpcErr{code: mcp.INVALID_PARAMS, msg: "invalid params: the upstream refused the input responses"})
+		}
 		return nil, s.opError(ctx, c, failed(fmt.Sprintf("upstream %s failed: %s", upstream, mcpUpstreamReason(err))))
+	}
+	if res.ResultType == mcp.ResultTypeInputRequired {
+		out := &mcp.GetPromptResult{Messages: []mcp.PromptMessage{}}
+		out.ResultType = mcp.ResultTypeInputRequired
+		out.InputRequests = res.InputRequests
+		out.RequestState = s.mrtr.seal(c.p, "prompt:"+name, args, res.RequestState)
+		_, _ = s.finish(ctx, c, decAllow, orDefault(dec.Reason, "allowed by policy")+"; the upstream asks the agent for input", nil)
+		return out, nil
 	}
 	var rep reports
 	out := &mcp.GetPromptResult{Description: res.Description, Messages: make([]mcp.PromptMessage, 0, len(res.Messages))}
