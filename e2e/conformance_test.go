@@ -438,20 +438,11 @@ func bearerProxy(t testing.TB, target, token string) string {
 		t.Fatal(err)
 	}
 	self := ln.Addr().String()
-	_, selfPort, _ := net.SplitHostPort(self)
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(u)
 			if r.In.Host != self {
 				r.Out.Host = r.In.Host
-			}
-			// The proxy stands in for the gateway: a loopback Origin of
-			// the proxy's port is the gateway's own origin (the gateway
-			// accepts only its own and cors.allowed_origins); any other
-			// Origin (a DNS-rebinding probe) passes unchanged.
-			if o, err := url.Parse(r.In.Header.Get("Origin")); err == nil && o.Port() == selfPort &&
-				(o.Hostname() == "127.0.0.1" || o.Hostname() == "localhost") {
-				r.Out.Header.Set("Origin", "http://"+u.Host)
 			}
 			r.Out.Header.Set("Authorization", "Bearer "+token)
 		},
