@@ -110,20 +110,15 @@ func (s *Server) invokeMCPTool(ctx context.Context, c *call, req mcp.CallToolReq
 		return s.finish(ctx, c, ref.decision, ref.reason, mcp.NewToolResultError(ref.message))
 	}
 	mc := s.mcpCall(ctx, assertion, req.Params.Meta)
-	if rt := req.Params.MultiRoundTripParams; rt.RequestState != "" || rt.InputResponses != nil {
-		// The retry of an input_required result: the requestState must be
-		// the one the gateway sealed for this principal and call.
-		if rt.RequestState != "" {
-			state, err := s.mrtr.open(c.p, tool.Name, args, rt.RequestState)
-			if err != nil {
-				s.log.WarnContext(ctx, "retry with a requestState the gateway did not issue: refused", "tool", tool.Name)
-				_, _ = s.finish(ctx, c, decDeny, errBadState.Error(), nil)
-				return nil, mcpserver.NewHandlerError(rpcErr{code: mcp.INVALID_PARAMS, msg: "invalid params: " + errBadState.Error()})
-			}
-			rt.RequestState = state
-		}
-		mc.Retry = &rt
+	// The retry of an upstream's input_required result: the requestState
+	// must be the one the gateway sealed for this principal and call.
+	retry, err := s.mrtr.upstreamRetry(c.p, tool.Name, args, req.Params.MultiRoundTripParams)
+	if err != nil {
+		s.log.WarnContext(ctx, "retry with a requestState the gateway did not issue: refused", "tool", tool.Name)
+		_, _ = s.finish(ctx, c, decDeny, errBadState.Error(), nil)
+		return nil, mcpserver.NewHandlerError(rpcErr{code: mcp.INVALID_PARAMS, msg: "invalid params: " + errBadState.Error()})
 	}
+	mc.Retry = retry
 	uctx, end := s.stage(ctx, telemetry.StageUpstream)
 	res, err := s.catalog.CallMCP(uctx, tool, args, mc)
 	end()
@@ -432,18 +427,13 @@ func (s *Server) getPrompt(ctx context.Context, req mcp.GetPromptRequest) (*mcp.
 		return nil, s.opError(ctx, c, ref)
 	}
 	mc := s.mcpCall(ctx, assertion, req.Params.Meta)
-	if rt := req.Params.MultiRoundTripParams; rt.RequestState != "" || rt.InputResponses != nil {
-		if rt.RequestState != "" { // sealed for this principal, prompt and arguments
-			state, err := s.mrtr.open(c.p, "prompt:"+name, args, rt.RequestState)
-			if err != nil {
-				s.log.WarnContext(ctx, "retry with a requestState the gateway did not issue: refused", "prompt", name)
-				_, _ = s.finish(ctx, c, decDeny, errBadState.Error(), nil)
-				return nil, mcpserver.NewHandlerError(rpcErr{code: mcp.INVALID_PARAMS, msg: "invalid params: " + errBadState.Error()})
-			}
-			rt.RequestState = state
-		}
-		mc.Retry = &rt
+	retry, err := s.mrtr.upstreamRetry(c.p, "prompt:"+name, args, req.Params.MultiRoundTripParams)
+	if err != nil { // not sealed for this principal, prompt and arguments
+		s.log.WarnContext(ctx, "retry with a requestState the gateway did not issue: refused", "prompt", name)
+		_, _ = s.finish(ctx, c, decDeny, errBadState.Error(), nil)
+		return nil, mcpserver.NewHandlerError(rpcErr{code: mcp.INVALID_PARAMS, msg: "invalid params: " + errBadState.Error()})
 	}
+	mc.Retry = retry
 	uctx, end := s.stage(ctx, telemetry.StageUpstream)
 	res, err := s.catalog.GetPrompt(uctx, pr, req.Params.Arguments, mc)
 	end()

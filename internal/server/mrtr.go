@@ -23,6 +23,9 @@ import (
 // gateway's for this principal and call) and passed on with the agent's
 // inputResponses.
 
+// mrtrPrefix starts every requestState the gateway seals for an upstream.
+const mrtrPrefix = "hmrtr1."
+
 // mrtrSeal holds the process's key for sealing request states.
 type mrtrSeal struct {
 	once sync.Once
@@ -51,13 +54,17 @@ func (m *mrtrSeal) mac(p *authn.Principal, tool string, args map[string]any, sta
 // seal wraps an upstream's requestState for the agent.
 func (m *mrtrSeal) seal(p *authn.Principal, tool string, args map[string]any, state string) string {
 	enc := base64.RawURLEncoding
-	return enc.EncodeToString([]byte(state)) + "." + enc.EncodeToString(m.mac(p, tool, args, state))
+	return mrtrPrefix + enc.EncodeToString([]byte(state)) + "." + enc.EncodeToString(m.mac(p, tool, args, state))
 }
 
 // open returns the upstream's requestState of a sealed one, or errBadState.
 func (m *mrtrSeal) open(p *authn.Principal, tool string, args map[string]any, sealed string) (string, error) {
 	enc := base64.RawURLEncoding
-	s, t, ok := strings.Cut(sealed, ".")
+	rest, ok := strings.CutPrefix(sealed, mrtrPrefix)
+	if !ok {
+		return "", errBadState
+	}
+	s, t, ok := strings.Cut(rest, ".")
 	if !ok {
 		return "", errBadState
 	}
@@ -67,6 +74,27 @@ func (m *mrtrSeal) open(p *authn.Principal, tool string, args map[string]any, se
 		return "", errBadState
 	}
 	return string(state), nil
+}
+
+// upstreamRetry is what of a request's multi round-trip params goes to the
+// upstream: nil for a first call, and for a retry answering the gateway's
+// own round trip (an approval's requestState, which is not sealed for an
+// upstream); the upstream's opened state otherwise, or errBadState.
+func (m *mrtrSeal) upstreamRetry(p *authn.Principal, what string, args map[string]any, rt mcp.MultiRoundTripParams) (*mcp.MultiRoundTripParams, error) {
+	if rt.RequestState != "" && !strings.HasPrefix(rt.RequestState, mrtrPrefix) {
+		return nil, nil
+	}
+	if rt.RequestState == "" && rt.InputResponses == nil {
+		return nil, nil
+	}
+	if rt.RequestState != "" {
+		state, err := m.open(p, what, args, rt.RequestState)
+		if err != nil {
+			return nil, err
+		}
+		rt.RequestState = state
+	}
+	return &rt, nil
 }
 
 // rpcErr is a JSON-RPC error answered to the agent as it is.

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mark3labs/mcp-go/mcp"
+
 	"github.com/agentharness/harness/internal/authn"
 )
 
@@ -25,8 +27,8 @@ func TestMRTRRequestStateSealed(t *testing.T) {
 		t.Fatalf("open(own state) = %q, %v; want the upstream's state", got, err)
 	}
 	other := m.seal(alice, "conf_tool", args, "other-state")
-	_, otherTag, _ := strings.Cut(other, ".")
-	forgedState, _, _ := strings.Cut(sealed, ".")
+	otherTag := other[strings.LastIndex(other, ".")+1:]
+	forgedState := sealed[:strings.LastIndex(sealed, ".")]
 	tests := []struct {
 		name   string
 		p      *authn.Principal
@@ -41,6 +43,7 @@ func TestMRTRRequestStateSealed(t *testing.T) {
 		{"state swapped under another tag", alice, "conf_tool", args, forgedState + "." + otherTag},
 		{"tag altered", alice, "conf_tool", args, sealed[:len(sealed)-2] + "AA"},
 		{"empty", alice, "conf_tool", args, ""},
+		{"prefix only", alice, "conf_tool", args, mrtrPrefix},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -48,6 +51,29 @@ func TestMRTRRequestStateSealed(t *testing.T) {
 				t.Fatalf("open = %v; want errBadState", err)
 			}
 		})
+	}
+}
+
+// TestMRTRUpstreamRetry: only a state the gateway sealed (or answers
+// without one) reach the upstream; a state not sealed for an upstream
+// (the gateway's own approval round trip) leaves the upstream call fresh.
+func TestMRTRUpstreamRetry(t *testing.T) {
+	var m mrtrSeal
+	p := &authn.Principal{Issuer: "https://idp", Subject: "alice"}
+	args := map[string]any{"q": "x"}
+	answers := mcp.InputResponses{"a": mcp.InputResponse{}}
+	if r, err := m.upstreamRetry(p, "t", args, mcp.MultiRoundTripParams{}); r != nil || err != nil {
+		t.Fatalf("first call: %+v, %v", r, err)
+	}
+	if r, err := m.upstreamRetry(p, "t", args, mcp.MultiRoundTripParams{RequestState: "approvalid.mac", InputResponses: answers}); r != nil || err != nil {
+		t.Fatalf("approval retry: %+v, %v; want nothing passed on", r, err)
+	}
+	r, err := m.upstreamRetry(p, "t", args, mcp.MultiRoundTripParams{RequestState: m.seal(p, "t", args, "st"), InputResponses: answers})
+	if err != nil || r == nil || r.RequestState != "st" || len(r.InputResponses) != 1 {
+		t.Fatalf("sealed retry: %+v, %v", r, err)
+	}
+	if _, err := m.upstreamRetry(p, "t", args, mcp.MultiRoundTripParams{RequestState: mrtrPrefix + "c3Q.AAAA"}); !errors.Is(err, errBadState) {
+		t.Fatalf("forged sealed-looking state: %v; want errBadState", err)
 	}
 }
 
