@@ -32,7 +32,9 @@ type Catalog struct {
 	mu       sync.Mutex // serializes Refresh
 	snap     atomic.Pointer[snapshot]
 	onChange atomic.Pointer[func()]
-	closed   atomic.Bool
+	// onUpdated receives the upstreams' notifications/resources/updated.
+	onUpdated atomic.Pointer[func(upstream, uri string)]
+	closed    atomic.Bool
 }
 
 type snapshot struct {
@@ -66,7 +68,7 @@ func NewCatalog(ups []Upstream, client *http.Client, logger *slog.Logger) *Catal
 		c.ups = append(c.ups, u)
 		st[u.Name] = ErrNotLoaded
 		if u.IsMCP() && u.Name != "" && c.conns[u.Name] == nil {
-			c.conns[u.Name] = newMCPConn(u, client, c.logger, c.upstreamChanged)
+			c.conns[u.Name] = newMCPConn(u, client, c.logger, c.upstreamChanged, c.resourceUpdated)
 		}
 	}
 	c.snap.Store(&snapshot{byName: map[string]int{}, perUp: map[string]*listing{}, status: st, resByURI: map[string]*Resource{}, byPrompt: map[string]*Prompt{}, sum: fingerprint(nil, nil)})

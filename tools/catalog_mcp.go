@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
 )
 
@@ -96,14 +97,45 @@ func (c *Catalog) Complete(ctx context.Context, upstream string, params mcp.Comp
 	return m.complete(ctx, params, call)
 }
 
-// SetLevel forwards logging/setLevel to every MCP upstream that offers
-// logging; the errors of those that failed are joined.
-func (c *Catalog) SetLevel(ctx context.Context, level mcp.LoggingLevel) error {
-	var errs []error
-	for _, m := range c.conns {
-		if err := m.setLevel(ctx, level); err != nil {
-			errs = append(errs, err)
-		}
+// ErrNoSubscribe reports a resources/subscribe for an upstream that does
+// not offer subscriptions.
+var ErrNoSubscribe = errors.New("the upstream does not offer resource subscriptions")
+
+// OnResourceUpdated sets f to receive every notifications/resources/updated
+// of the MCP upstreams (from any goroutine).
+func (c *Catalog) OnResourceUpdated(f func(upstream, uri string)) { c.onUpdated.Store(&f) }
+
+func (c *Catalog) resourceUpdated(upstream, uri string) {
+	if f := c.onUpdated.Load(); f != nil {
+		(*f)(upstream, uri)
 	}
-	return errors.Join(errs...)
+}
+
+// Subscribe asks the named upstream for notifications/resources/updated
+// of uri (over its 2025-11-25 connection: later revisions have no
+// resources/subscribe); unsubscribe ends that.
+func (c *Catalog) Subscribe(ctx context.Context, upstream, uri string, call *MCPCall, unsubscribe bool) error {
+	m, err := c.conn(upstream)
+	if err != nil {
+		return err
+	}
+	if call == nil {
+		call = &MCPCall{}
+	}
+	call.Legacy = true
+	return m.do(ctx, call, func(ctx context.Context, cli *client.Client, _ string) error {
+		if caps := cli.GetServerCapabilities(); caps.Resources == nil || !caps.Resources.Subscribe {
+			return ErrNoSubscribe
+		}
+		if unsubscribe {
+			req := mcp.UnsubscribeRequest{}
+			req.Params.URI = uri
+			//lint:ignore SA1019 a 2025-11-25 connection unsubscribes by request
+			return cli.Unsubscribe(ctx, req)
+		}
+		req := mcp.SubscribeRequest{}
+		req.Params.URI = uri
+		//lint:ignore SA1019 a 2025-11-25 connection subscribes by request
+		return cli.Subscribe(ctx, req)
+	})
 }

@@ -81,6 +81,20 @@ type MCPCall struct {
 	// Requests, when set, answers the upstream's requests to its client
 	// made during this call; without it they are refused.
 	Requests ClientRequests
+	// Legacy is set for a call of an agent on a session-based revision
+	// (2025-11-25 and before): an mcp upstream is then asked over a
+	// connection of that era, on which it may send the call's sampling,
+	// elicitation and roots requests to be relayed to the agent.
+	Legacy bool
+	// ClientCapabilities, when set, are the agent's capabilities declared
+	// on its 2026-07-28 request: the upstream sees them in place of the
+	// gateway's own, so it asks only for what the agent can answer.
+	ClientCapabilities *mcp.ClientCapabilities
+	// Retry, when set, carries the agent's answers to an input_required
+	// result (2026-07-28) and the upstream's requestState, for the
+	// upstream; input_required results are returned, not answered by the
+	// gateway.
+	Retry *mcp.MultiRoundTripParams
 }
 
 type callKey struct{}
@@ -90,10 +104,11 @@ type callKey struct{}
 // offers, reconnects with backoff when the connection or process is lost,
 // and asks the catalogue to relist on list_changed.
 type mcpConn struct {
-	up       Upstream
-	client   *http.Client
-	logger   *slog.Logger
-	onChange func(upstream string)
+	up        Upstream
+	client    *http.Client
+	logger    *slog.Logger
+	onChange  func(upstream string)
+	onUpdated func(upstream, uri string) // notifications/resources/updated
 
 	mu      sync.Mutex
 	cli     *client.Client
@@ -108,14 +123,32 @@ type mcpConn struct {
 	relayMu  sync.Mutex
 	calls    []*MCPCall          // in flight, oldest first
 	progress map[string]*MCPCall // upstream progress token → call
+
+	// version, when set, is the only protocol revision this connection
+	// speaks (the legacy twin).
+	version string
+	// legacy is the 2025-11-25 connection to an mcp upstream for the calls
+	// of legacy agents, started at its first such call; nil for a command
+	// upstream (always legacy) and for the twin itself.
+	legacy *mcpConn
 }
 
-func newMCPConn(up Upstream, hc *http.Client, logger *slog.Logger, onChange func(string)) *mcpConn {
-	return &mcpConn{
-		up: up, client: hc, onChange: onChange,
+func newMCPConn(up Upstream, hc *http.Client, logger *slog.Logger, onChange func(string), onUpdated func(string, string)) *mcpConn {
+	m := &mcpConn{
+		up: up, client: hc, onChange: onChange, onUpdated: onUpdated,
 		logger: logger.With("upstream", up.Name, "kind", up.Kind()),
 		status: ErrNotLoaded, ready: make(chan struct{}), progress: map[string]*MCPCall{},
 	}
+	if up.MCP != "" {
+		// The twin only carries calls: the catalogue comes from m, so its
+		// connects and list changes relist nothing.
+		m.legacy = &mcpConn{
+			up: up, client: hc, onChange: func(string) {}, onUpdated: onUpdated, version: legacyStdioVersion,
+			logger: m.logger.With("era", legacyStdioVersion),
+			status: ErrNotLoaded, ready: make(chan struct{}), progress: map[string]*MCPCall{},
+		}
+	}
+	return m
 }
 
 // start runs the connection loop until close.
@@ -139,6 +172,9 @@ func (m *mcpConn) close() {
 	if stop != nil {
 		stop()
 		<-done
+	}
+	if m.legacy != nil {
+		m.legacy.close()
 	}
 }
 
@@ -255,6 +291,9 @@ func (m *mcpConn) connect(ctx context.Context) (cli *client.Client, lost chan st
 		client.WithSamplingHandler(relayHandler{m}),
 		client.WithElicitationHandler(relayHandler{m}),
 		client.WithRootsHandler(relayHandler{m}),
+		// A 2026-07-28 upstream's input_required results go back to the
+		// agent, whose retry carries the answers (MCPCall.Retry).
+		client.WithManualInputRoundTrips(),
 	}
 	switch {
 	case m.up.MCP != "":
@@ -285,6 +324,9 @@ func (m *mcpConn) connect(ctx context.Context) (cli *client.Client, lost chan st
 	default:
 		return nil, nil, nil, nil, errors.New("neither mcp nor command is set")
 	}
+	if m.version != "" {
+		opts = append(opts, client.WithProtocolVersion(m.version))
+	}
 	cli = client.NewClient(tr, opts...)
 	cleanup = func() {
 		_ = cli.Close()
@@ -307,6 +349,17 @@ func (m *mcpConn) connect(ctx context.Context) (cli *client.Client, lost chan st
 	cli.OnNotification(m.notification)
 	cli.OnConnectionLost(func(err error) { fail(fmt.Errorf("connection lost: %w", err)) })
 	caps := cli.GetServerCapabilities()
+	if caps.Logging != nil {
+		// The upstream logs everything to the gateway; each agent's session
+		// gets the messages of its own calls at or above its own level
+		// (filtered by the gateway), so no agent sets the level for others.
+		req := mcp.SetLevelRequest{}
+		req.Params.Level = mcp.LoggingLevelDebug
+		//lint:ignore SA1019 a legacy upstream learns the level by setLevel; a modern one per request
+		if err := cli.SetLevel(ictx, req); err != nil {
+			m.logger.Warn("mcp upstream refused logging/setLevel; its default level applies", "err", err)
+		}
+	}
 	if mcp.IsModernProtocol(cli.ProtocolVersion()) {
 		filter := mcp.SubscriptionFilter{
 			ToolsListChanged:     caps.Tools != nil && caps.Tools.ListChanged,
@@ -508,6 +561,10 @@ func (m *mcpConn) notification(n mcp.JSONRPCNotification) {
 			out["progressToken"] = c.ProgressToken
 			c.Notify(n.Method, out)
 		}
+	case string(mcp.MethodNotificationResourceUpdated):
+		if uri, _ := n.Params.AdditionalFields["uri"].(string); uri != "" && m.onUpdated != nil {
+			m.onUpdated(m.up.Name, uri)
+		}
 	case "notifications/message":
 		if c := m.latestCall(); c != nil && c.Notify != nil {
 			c.Notify(n.Method, n.Params.AdditionalFields)
@@ -599,9 +656,16 @@ func (m *mcpConn) do(ctx context.Context, c *MCPCall, f func(context.Context, *c
 	if c == nil {
 		c = &MCPCall{}
 	}
+	if c.Legacy && m.legacy != nil {
+		m.legacy.start()
+		return m.legacy.do(ctx, c, f)
+	}
 	ctx, cancel := context.WithTimeout(ctx, m.up.Timeout)
 	defer cancel()
 	ctx = context.WithValue(ctx, callKey{}, c)
+	if c.ClientCapabilities != nil {
+		ctx = client.WithRequestClientCapabilities(ctx, *c.ClientCapabilities)
+	}
 	tok := ""
 	if c.Notify != nil || c.Requests != nil || c.ProgressToken != nil { // a call to relay for
 		var end func()

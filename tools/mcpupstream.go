@@ -313,6 +313,9 @@ func (m *mcpConn) callTool(ctx context.Context, t *Tool, args map[string]any, c 
 		req.Params.Name = t.Operation
 		req.Params.Arguments = args
 		req.Params.Meta = m.meta(c, tok)
+		if c != nil && c.Retry != nil {
+			req.Params.MultiRoundTripParams = *c.Retry
+		}
 		r, err := cli.CallTool(ctx, req)
 		res = r
 		return err
@@ -342,6 +345,9 @@ func (m *mcpConn) getPrompt(ctx context.Context, p *Prompt, args map[string]stri
 		req.Params.Name = p.Operation
 		req.Params.Arguments = args
 		req.Params.Meta = m.meta(c, tok)
+		if c != nil && c.Retry != nil {
+			req.Params.MultiRoundTripParams = *c.Retry
+		}
 		r, err := cli.GetPrompt(ctx, req)
 		res = r
 		return err
@@ -365,17 +371,4 @@ func (m *mcpConn) complete(ctx context.Context, params mcp.CompleteParams, c *MC
 		return err
 	})
 	return res, err
-}
-
-// setLevel forwards logging/setLevel where the server offers logging.
-func (m *mcpConn) setLevel(ctx context.Context, level mcp.LoggingLevel) error {
-	return m.do(ctx, nil, func(ctx context.Context, cli *client.Client, _ string) error {
-		if cli.GetServerCapabilities().Logging == nil {
-			return nil
-		}
-		req := mcp.SetLevelRequest{}
-		req.Params.Level = level
-		//lint:ignore SA1019 forwarded for agents that still set a level
-		return cli.SetLevel(ctx, req)
-	})
 }

@@ -50,15 +50,35 @@ func (s *Server) mcpCall(ctx context.Context, assertion string, meta *mcp.Meta) 
 	if meta != nil && meta.ProgressToken != nil {
 		c.ProgressToken = meta.ProgressToken
 	}
+	if info := mcpserver.RequestProtocolInfoFromContext(ctx); info != nil {
+		c.Legacy = !info.Modern
+		if info.Modern && info.ClientCapabilities != nil {
+			caps := *info.ClientCapabilities
+			c.ClientCapabilities = &caps
+		}
+	}
 	if srv := mcpserver.ServerFromContext(ctx); srv != nil {
 		c.Notify = func(method string, params map[string]any) {
 			if method == "notifications/progress" && c.ProgressToken == nil {
+				return
+			}
+			if method == "notifications/message" {
+				// Filtered by this session's level (logging/setLevel of a
+				// 2025-11-25 session, the request's logLevel in 2026-07-28).
+				_ = s.mcp.SendLogMessageToClient(ctx, logMessage(params))
 				return
 			}
 			_ = srv.SendNotificationToClient(ctx, method, params)
 		}
 	}
 	return c
+}
+
+// logMessage is the notifications/message of an upstream's params.
+func logMessage(params map[string]any) mcp.LoggingMessageNotification {
+	lvl, _ := params["level"].(string)
+	logger, _ := params["logger"].(string)
+	return mcp.NewLoggingMessageNotification(mcp.LoggingLevel(lvl), logger, params["data"])
 }
 
 // clientRelay passes an upstream's request to its client on to the agent
@@ -89,12 +109,43 @@ func (s *Server) invokeMCPTool(ctx context.Context, c *call, req mcp.CallToolReq
 	if ref != nil {
 		return s.finish(ctx, c, ref.decision, ref.reason, mcp.NewToolResultError(ref.message))
 	}
+	mc := s.mcpCall(ctx, assertion, req.Params.Meta)
+	// The retry of an upstream's input_required result: the requestState
+	// must be the one the gateway sealed for this principal and call.
+	retry, err := s.mrtr.upstreamRetry(c.p, tool.Name, args, req.Params.MultiRoundTripParams)
+	if err != nil {
+		s.log.WarnContext(ctx, "retry with a requestState the gateway did not issue: refused", "tool", tool.Name)
+		_, _ = s.finish(ctx, c, decDeny, errBadState.Error(), nil)
+		return nil, mcpserver.NewHandlerError(rpcErr{code: mcp.INVALID_PARAMS, msg: "invalid params: " + errBadState.Error()})
+	}
+	mc.Retry = retry
 	uctx, end := s.stage(ctx, telemetry.StageUpstream)
-	res, err := s.catalog.CallMCP(uctx, tool, args, s.mcpCall(ctx, assertion, req.Params.Meta))
+	res, err := s.catalog.CallMCP(uctx, tool, args, mc)
 	end()
 	if err != nil {
 		s.log.WarnContext(ctx, "upstream call failed", "err", err, "tool", tool.Name)
+		if mc.Retry != nil && errors.Is(err, mcp.ErrInvalidParams) {
+			// The upstream refused the agent's answers: a protocol error
+			// the agent must see as one.
+			_, _ = s.fail(ctx, c, fmt.Sprintf("upstream %s refused the input responses", up.Name))
+			return nil, mcpserver.NewHandlerError(rpcErr{code: mcp.INVALID_PARAMS, msg: "invalid params: the upstream refused the input responses"})
+		}
+		if mcp.IsMissingRequiredClientCapability(err) {
+			// The agent did not declare what the tool needs: it learns so
+			// as the upstream said it (-32021), not as a tool failure.
+			_, _ = s.fail(ctx, c, fmt.Sprintf("upstream %s refused: the client lacks a capability the tool requires", up.Name))
+			return nil, mcpserver.NewHandlerError(missingCapability{undeclared(ctx)})
+		}
 		return s.fail(ctx, c, fmt.Sprintf("upstream %s failed: %s", up.Name, mcpUpstreamReason(err)))
+	}
+	if res.ResultType == mcp.ResultTypeInputRequired {
+		// Relayed to the agent, whose retry is a new call; the upstream's
+		// requestState sealed to this principal and call.
+		out := &mcp.CallToolResult{Content: []mcp.Content{}}
+		out.ResultType = mcp.ResultTypeInputRequired
+		out.InputRequests = res.InputRequests
+		out.RequestState = s.mrtr.seal(c.p, tool.Name, args, res.RequestState)
+		return s.finish(ctx, c, decAllow, orDefault(dec.Reason, "allowed by policy")+"; the upstream asks the agent for input", out)
 	}
 	_, end = s.stage(ctx, telemetry.StageRedact)
 	out, rep := renderMCP(red, res)
@@ -108,6 +159,41 @@ func (s *Server) invokeMCPTool(ctx context.Context, c *call, req mcp.CallToolReq
 		reason += "; the upstream tool answered with an error"
 	}
 	return s.finish(ctx, c, decAllow, reason, out)
+}
+
+// missingCapability relays an upstream's -32021 to the agent. mcp-go's
+// client keeps no error data, so requiredCapabilities names every
+// capability an upstream may ask of its client (sampling, elicitation,
+// roots) that this request did not declare.
+type missingCapability struct{ required map[string]any }
+
+func (e missingCapability) Error() string { return "missing required client capability" }
+
+func (e missingCapability) JSONRPCError() mcp.JSONRPCError {
+	return mcp.JSONRPCError{JSONRPC: mcp.JSONRPC_VERSION, Error: mcp.JSONRPCErrorDetails{
+		Code: mcp.MISSING_REQUIRED_CLIENT_CAPABILITY, Message: "missing required client capability: the upstream tool needs a capability this request did not declare",
+		Data: map[string]any{"requiredCapabilities": e.required},
+	}}
+}
+
+// undeclared is the client capabilities an upstream may need that the
+// request of ctx did not declare.
+func undeclared(ctx context.Context) map[string]any {
+	var caps mcp.ClientCapabilities
+	if info := mcpserver.RequestProtocolInfoFromContext(ctx); info != nil && info.ClientCapabilities != nil {
+		caps = *info.ClientCapabilities
+	}
+	out := map[string]any{}
+	if caps.Sampling == nil {
+		out["sampling"] = map[string]any{}
+	}
+	if caps.Elicitation == nil {
+		out["elicitation"] = map[string]any{}
+	}
+	if caps.Roots == nil {
+		out["roots"] = map[string]any{}
+	}
+	return out
 }
 
 // mcpUpstreamReason is what the agent learns of a failed upstream call.
@@ -340,12 +426,32 @@ func (s *Server) getPrompt(ctx context.Context, req mcp.GetPromptRequest) (*mcp.
 	if ref != nil {
 		return nil, s.opError(ctx, c, ref)
 	}
+	mc := s.mcpCall(ctx, assertion, req.Params.Meta)
+	retry, err := s.mrtr.upstreamRetry(c.p, "prompt:"+name, args, req.Params.MultiRoundTripParams)
+	if err != nil { // not sealed for this principal, prompt and arguments
+		s.log.WarnContext(ctx, "retry with a requestState the gateway did not issue: refused", "prompt", name)
+		_, _ = s.finish(ctx, c, decDeny, errBadState.Error(), nil)
+		return nil, mcpserver.NewHandlerError(rpcErr{code: mcp.INVALID_PARAMS, msg: "invalid params: " + errBadState.Error()})
+	}
+	mc.Retry = retry
 	uctx, end := s.stage(ctx, telemetry.StageUpstream)
-	res, err := s.catalog.GetPrompt(uctx, pr, req.Params.Arguments, s.mcpCall(ctx, assertion, req.Params.Meta))
+	res, err := s.catalog.GetPrompt(uctx, pr, req.Params.Arguments, mc)
 	end()
 	if err != nil {
 		s.log.WarnContext(ctx, "upstream prompt failed", "err", err, "prompt", name)
+		if mc.Retry != nil && errors.Is(err, mcp.ErrInvalidParams) {
+			_, _ = s.finish(ctx, c, decError, fmt.Sprintf("upstream %s refused the input responses", upstream), nil)
+			return nil, mcpserver.NewHandlerError(rpcErr{code: mcp.INVALID_PARAMS, msg: "invalid params: the upstream refused the input responses"})
+		}
 		return nil, s.opError(ctx, c, failed(fmt.Sprintf("upstream %s failed: %s", upstream, mcpUpstreamReason(err))))
+	}
+	if res.ResultType == mcp.ResultTypeInputRequired {
+		out := &mcp.GetPromptResult{Messages: []mcp.PromptMessage{}}
+		out.ResultType = mcp.ResultTypeInputRequired
+		out.InputRequests = res.InputRequests
+		out.RequestState = s.mrtr.seal(c.p, "prompt:"+name, args, res.RequestState)
+		_, _ = s.finish(ctx, c, decAllow, orDefault(dec.Reason, "allowed by policy")+"; the upstream asks the agent for input", nil)
+		return out, nil
 	}
 	var rep reports
 	out := &mcp.GetPromptResult{Description: res.Description, Messages: make([]mcp.PromptMessage, 0, len(res.Messages))}

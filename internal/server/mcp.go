@@ -28,13 +28,15 @@ func (s *Server) newMCP() http.Handler {
 	hooks.AddAfterListResourceTemplates(s.filterTemplates)
 	hooks.AddAfterListPrompts(s.filterPrompts)
 	hooks.AddOnError(s.auditUnknownTool)
+	subscribe := s.subscribeHooks(hooks)
 	s.mcp = mcpserver.NewMCPServer("harness", s.version,
 		mcpserver.WithToolCapabilities(true),
-		mcpserver.WithResourceCapabilities(false, true),
+		mcpserver.WithResourceCapabilities(subscribe, true),
 		mcpserver.WithPromptCapabilities(true),
 		mcpserver.WithPromptCompletionProvider(s),
 		mcpserver.WithResourceCompletionProvider(s),
 		mcpserver.WithCompletions(),
+		mcpserver.WithLogging(),
 		mcpserver.WithRecovery(),
 		mcpserver.WithHooks(hooks),
 		mcpserver.WithInstructions("Harness exposes your organisation's internal APIs as tools. Every call is made on behalf of the signed-in human, decided by policy, rate limited and audited."),
