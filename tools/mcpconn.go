@@ -566,7 +566,7 @@ func (m *mcpConn) notification(n mcp.JSONRPCNotification) {
 			m.onUpdated(m.up.Name, uri)
 		}
 	case "notifications/message":
-		if c := m.latestCall(); c != nil && c.Notify != nil {
+		if c := m.soleCall(); c != nil && c.Notify != nil {
 			c.Notify(n.Method, n.Params.AdditionalFields)
 		}
 	}
@@ -598,15 +598,19 @@ func (m *mcpConn) begin(c *MCPCall) (upstreamToken string, end func()) {
 	}
 }
 
-// latestCall is the newest call in flight: a stdio or legacy upstream's
-// request to its client names no call, and is relayed to the newest.
-func (m *mcpConn) latestCall() *MCPCall {
+// soleCall is the one call in flight on this connection, or nil. A stdio
+// or legacy upstream's log message or request to its client names no
+// call; it is relayed only when exactly one call is in flight, so one
+// agent's call can never hand its upstream's messages (or a sampling
+// prompt) to another agent's client. With several calls in flight such a
+// message is dropped and such a request refused (fail closed).
+func (m *mcpConn) soleCall() *MCPCall {
 	m.relayMu.Lock()
 	defer m.relayMu.Unlock()
-	if len(m.calls) == 0 {
+	if len(m.calls) != 1 {
 		return nil
 	}
-	return m.calls[len(m.calls)-1]
+	return m.calls[0]
 }
 
 // relayHandler answers an upstream's requests to its client with the
@@ -616,10 +620,10 @@ type relayHandler struct{ m *mcpConn }
 func (h relayHandler) call(ctx context.Context) (ClientRequests, error) {
 	c, _ := ctx.Value(callKey{}).(*MCPCall)
 	if c == nil {
-		c = h.m.latestCall()
+		c = h.m.soleCall()
 	}
 	if c == nil || c.Requests == nil {
-		return nil, errors.New("no call in flight whose client could answer")
+		return nil, errors.New("no single call in flight whose client could answer (requests that name no call are relayed only while exactly one call is in flight)")
 	}
 	return c.Requests, nil
 }
