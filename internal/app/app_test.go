@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/agentharness/harness/internal/config"
@@ -68,7 +69,7 @@ func TestLogComponentsOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var buf bytes.Buffer
+	var buf lockedBuffer // the gateway's background loops log while the test reads
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	a, err := Build(context.Background(), cfg, log, "test")
 	if err != nil {
@@ -89,4 +90,22 @@ func TestLogComponentsOnce(t *testing.T) {
 			t.Errorf("no log line of %s (the test would prove nothing):\n%s", c, buf.String())
 		}
 	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writes and reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
