@@ -88,3 +88,47 @@ func mustRedactor(t *testing.T, r redact.Rules) *redact.Redactor {
 	}
 	return rd
 }
+
+// FuzzRender: under a decision with field masks and a context filter, a
+// result is either withheld or valid JSON; whatever the upstream declares
+// or sends, no text that could not be masked is released.
+func FuzzRender(f *testing.F) {
+	for _, s := range []struct{ ct, body string }{
+		{"text/plain", `{"secret_note":"merger","tenant_id":"acme"}`},
+		{"application/x-json", `[{"Tenant_ID":"globex"},{"tenant_id":"acme"}]`},
+		{"application/json", "\ufeff{\"secret_note\":1}"},
+		{"application/x-ndjson", "{\"a\":1}\n{\"a\":2}\n"},
+		{"application/json", `{"a":1} trailing`},
+		{"text/html", "<p>secret_note: merger</p>"},
+		{"", "postgres://admin:hunter2@10.0.0.5/crm"},
+		{"application/octet-stream", "\x00\x01"},
+	} {
+		f.Add(s.ct, []byte(s.body), 200)
+	}
+	f.Add("text/plain", []byte("oops"), 500)
+	f.Fuzz(func(t *testing.T, ct string, body []byte, status int) {
+		if status < 100 || status > 599 {
+			status = 200
+		}
+		red := mustRedactor(t, redact.Rules{
+			Paths: []string{"secret_note"}, Context: map[string][]string{"tenant_id": {"acme"}}, Detectors: redact.KnownDetectors(),
+		})
+		res, rep, withheld := render(red, &tools.Response{Status: status, ContentType: ct, Body: body})
+		txt := text(res)
+		if withheld != "" {
+			if !res.IsError || rep.Total() != 0 {
+				t.Fatalf("withheld (%s) but isError=%v, %d redactions reported", withheld, res.IsError, rep.Total())
+			}
+			return
+		}
+		if rep.ContextEmpty || len(strings.TrimSpace(string(body))) == 0 {
+			return
+		}
+		if status >= 400 {
+			_, txt, _ = strings.Cut(txt, ": ")
+		}
+		if !json.Valid([]byte(txt)) {
+			t.Fatalf("non-JSON released under field masks: %q (from %q, %q)", txt, ct, body)
+		}
+	})
+}
