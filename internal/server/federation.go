@@ -519,10 +519,11 @@ func (s *Server) filterResources(ctx context.Context, _ any, _ *mcp.ListResource
 	}
 	p := principalFrom(ctx)
 	kept := res.Resources[:0]
+	if p == nil { // cannot happen behind authenticate; show nothing
+		res.Resources = kept
+		return
+	}
 	for _, r := range res.Resources {
-		if p == nil {
-			break
-		}
 		if rr, _, ok := s.catalog.LookupResource(r.URI); ok && rr != nil && s.resourceAllowed(ctx, p, policyResource(r.URI, rr, nil)) {
 			kept = append(kept, r)
 		}
@@ -541,9 +542,13 @@ func (s *Server) filterTemplates(ctx context.Context, _ any, _ *mcp.ListResource
 		byRaw[t.URITemplate.Raw()] = t
 	}
 	kept := res.ResourceTemplates[:0]
+	if p == nil {
+		res.ResourceTemplates = kept
+		return
+	}
 	for _, rt := range res.ResourceTemplates {
-		if p == nil || rt.URITemplate == nil {
-			break
+		if rt.URITemplate == nil {
+			continue
 		}
 		t := byRaw[rt.URITemplate.Raw()]
 		if t != nil && s.resourceAllowed(ctx, p, policyResource(rt.URITemplate.Raw(), nil, t)) {
@@ -560,10 +565,11 @@ func (s *Server) filterPrompts(ctx context.Context, _ any, _ *mcp.ListPromptsReq
 	}
 	p := principalFrom(ctx)
 	kept := res.Prompts[:0]
+	if p == nil {
+		res.Prompts = kept
+		return
+	}
 	for _, pr := range res.Prompts {
-		if p == nil {
-			break
-		}
 		if tp, ok := s.catalog.LookupPrompt(pr.Name); ok && s.promptAllowed(ctx, p, tp) {
 			kept = append(kept, pr)
 		}
