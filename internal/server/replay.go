@@ -59,11 +59,13 @@ func (s *Server) recordDecision(ctx context.Context, rec *audit.Record, in *poli
 // maskArguments returns args with every value the configured detectors
 // find masked ([REDACTED:kind]); the input is not modified.
 func (s *Server) maskArguments(args map[string]any) (map[string]any, bool) {
-	red, err := redact.Compile(redact.Rules{Detectors: s.cfg.Redaction.Detectors})
-	if err != nil {
+	s.argMaskerOnce.Do(func() {
+		s.argMasker, _ = redact.Compile(redact.Rules{Detectors: s.cfg.Redaction.Detectors})
+	})
+	if s.argMasker == nil {
 		return nil, false
 	}
-	v, _ := red.Value(args)
+	v, _ := s.argMasker.Value(args)
 	m, ok := v.(map[string]any)
 	return m, ok
 }

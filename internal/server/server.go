@@ -23,6 +23,7 @@ import (
 	"github.com/agentharness/harness/internal/audit"
 	"github.com/agentharness/harness/internal/config"
 	"github.com/agentharness/harness/internal/ratelimit"
+	"github.com/agentharness/harness/internal/redact"
 	"github.com/agentharness/harness/policy"
 	"github.com/agentharness/harness/tools"
 )
@@ -160,6 +161,10 @@ type Server struct {
 	clientAddr    clientAddr
 	metrics       http.Handler
 	adminToken    [32]byte // SHA-256 of server.admin_token; zero when unset
+	// argMasker masks recorded arguments with the configured detectors,
+	// compiled once (the set never changes); nil when it cannot compile.
+	argMasker     *redact.Redactor
+	argMaskerOnce sync.Once
 	readyLog      readyLog
 
 	mcp          *mcpserver.MCPServer
