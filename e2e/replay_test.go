@@ -158,7 +158,7 @@ func TestPolicyReplay(t *testing.T) {
 	}
 
 	t.Run("privacy: the card number is masked and replay still works", func(t *testing.T) {
-		if strings.Contains(trail, "4111") {
+		if strings.Contains(trail, cardNumber) {
 			t.Errorf("the card number entered the audit trail:\n%s", trail)
 		}
 		for _, tok := range []string{ps.sam, ps.sid} {
@@ -268,7 +268,7 @@ func TestPolicyReplayRecordInputNone(t *testing.T) {
 	polWantAllowed(t, "sam creates a ticket", callTool(t, sam, "crm_create_ticket", map[string]any{"subject": "card " + cardNumber}), "t-2")
 	polWantDenied(t, "sam reads c-2", callTool(t, sam, "crm_get_customer", map[string]any{"customer_id": "c-2"}), "legal hold")
 	trail := readFile(t, gw.AuditPath)
-	if strings.Contains(trail, `"input"`) || strings.Contains(trail, "4111") {
+	if strings.Contains(trail, `"input"`) || strings.Contains(trail, cardNumber) { // not "4111": random hex ids may hold it
 		t.Errorf("record_input none: the trail holds inputs:\n%s", trail)
 	}
 	out, errOut, code := replayCLI(t, "--dir", old, "--format", "json", gw.AuditPath)
