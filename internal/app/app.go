@@ -128,9 +128,12 @@ func BuildWith(ctx context.Context, cfg *config.Config, log *slog.Logger, versio
 	} else {
 		log.Info("telemetry: metrics at /metrics; traces not exported (set telemetry.otlp_endpoint)")
 	}
-	// Upstream calls carry traceparent; connections are pooled per upstream.
+	// Upstream calls carry traceparent; connections are pooled per upstream:
+	// up to 64 idle per upstream, with no fleet-wide cap (the default 100
+	// would close the idle connections of one busy upstream to keep another's).
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	base.MaxIdleConnsPerHost = 64
+	base.MaxIdleConns = 0
 	upstreamClient := tel.HTTPClient(base)
 
 	// Shared state: Redis when configured, memory otherwise.
