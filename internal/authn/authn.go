@@ -114,7 +114,7 @@ type Config struct {
 	Now func() time.Time
 	// LiveAudience, when set, accepts besides an issuer's Audiences any
 	// "aud" it reports as the protected resource of a live environment (a
-	// preview). Such a token's Principal has ConfiguredAudience false: the
+	// preview). Such a token's Principal has LiveAudienceOnly set: the
 	// caller must check it is presented at that very environment.
 	LiveAudience func(aud string) bool
 }
@@ -139,9 +139,10 @@ type Principal struct {
 	IssuedAt time.Time
 	// Audiences are the token's "aud" values.
 	Audiences []string
-	// ConfiguredAudience is true when "aud" names one of the issuer's
-	// configured audiences, false when only Config.LiveAudience accepted it.
-	ConfiguredAudience bool
+	// LiveAudienceOnly is true when "aud" names none of the issuer's
+	// configured audiences and only Config.LiveAudience accepted it (a
+	// token for a preview environment, not for production).
+	LiveAudienceOnly bool
 }
 
 // Delegation describes a delegation grant carried by a gateway-issued token.

@@ -171,10 +171,10 @@ func TestAuthenticateGood(t *testing.T) {
 			}
 			got := *p
 			got.Claims = nil
-			if !got.ConfiguredAudience || !got.IssuedAt.Equal(clk.Now()) || len(got.Audiences) == 0 {
-				t.Errorf("ConfiguredAudience %v, IssuedAt %v, Audiences %v: want true, now, the aud", got.ConfiguredAudience, got.IssuedAt, got.Audiences)
+			if got.LiveAudienceOnly || !got.IssuedAt.Equal(clk.Now()) || len(got.Audiences) == 0 {
+				t.Errorf("LiveAudienceOnly %v, IssuedAt %v, Audiences %v: want false, now, the aud", got.LiveAudienceOnly, got.IssuedAt, got.Audiences)
 			}
-			got.IssuedAt, got.Audiences, got.ConfiguredAudience = time.Time{}, nil, false
+			got.IssuedAt, got.Audiences = time.Time{}, nil
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("principal\n got %+v\nwant %+v", got, want)
 			}
@@ -729,12 +729,12 @@ func TestLiveAudience(t *testing.T) {
 	}
 	ctx := context.Background()
 	p, err := a.Authenticate(ctx, mint(t, iss, map[string]any{"sub": "a", "aud": preview}))
-	if err != nil || p.ConfiguredAudience || !slices.Equal(p.Audiences, []string{preview}) {
-		t.Fatalf("preview token: %+v %v, want accepted with ConfiguredAudience false", p, err)
+	if err != nil || !p.LiveAudienceOnly || !slices.Equal(p.Audiences, []string{preview}) {
+		t.Fatalf("preview token: %+v %v, want accepted with LiveAudienceOnly", p, err)
 	}
 	p, err = a.Authenticate(ctx, mint(t, iss, map[string]any{"sub": "a", "aud": []any{preview, testAud}}))
-	if err != nil || !p.ConfiguredAudience {
-		t.Fatalf("token for both: %+v %v, want ConfiguredAudience true", p, err)
+	if err != nil || p.LiveAudienceOnly {
+		t.Fatalf("token for both: %+v %v, want not LiveAudienceOnly", p, err)
 	}
 	if _, err := a.Authenticate(ctx, mint(t, iss, map[string]any{"sub": "a", "aud": "http://127.0.0.1:9/env/pr-2/mcp"})); !errors.Is(err, ErrInvalidToken) {
 		t.Fatalf("token for an unknown environment: %v, want invalid", err)

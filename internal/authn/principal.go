@@ -56,13 +56,13 @@ func (is *issuer) principal(claims map[string]any, now time.Time, live func(stri
 		}
 	}
 	p := &Principal{
-		Issuer:             is.cfg.Issuer,
-		Subject:            sub,
-		Claims:             claims,
-		ExpiresAt:          exp,
-		Roles:              roles(lookup(claims, is.roles)),
-		Audiences:          auds,
-		ConfiguredAudience: configured,
+		Issuer:           is.cfg.Issuer,
+		Subject:          sub,
+		Claims:           claims,
+		ExpiresAt:        exp,
+		Roles:            roles(lookup(claims, is.roles)),
+		Audiences:        auds,
+		LiveAudienceOnly: !configured,
 	}
 	if iat, ok := numericDate(claims["iat"]); ok {
 		p.IssuedAt = iat
