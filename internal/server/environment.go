@@ -344,3 +344,29 @@ func checkEnvironment(e *env, p *authn.Principal) error {
 	}
 	return nil
 }
+
+// envForAudiences is the live preview one of auds names, or nil.
+func (s *Server) envForAudiences(auds []string) *env {
+	prefix := s.cfg.PublicURL + "/env/"
+	s.envs.mu.RLock()
+	defer s.envs.mu.RUnlock()
+	for _, a := range auds {
+		rest, ok := strings.CutPrefix(a, prefix)
+		if !ok {
+			continue
+		}
+		if name, ok := strings.CutSuffix(rest, "/mcp"); ok {
+			if e := s.envs.live[name]; e != nil {
+				return e
+			}
+		}
+	}
+	return nil
+}
+
+// envLabel is the environment an audit record names for resource: the
+// preview's name (production's resource is never passed).
+func (s *Server) envLabel(resource string) string {
+	name, _ := parseEnvPath(strings.TrimPrefix(resource, s.cfg.PublicURL), "")
+	return name
+}

@@ -214,9 +214,20 @@ func (s *Server) VerifyToken(ctx context.Context, raw string) (*delegation.Subje
 	if err := s.checkRevoked(ctx, p); err != nil {
 		return nil, err
 	}
+	resource := ""
+	if p.LiveAudienceOnly { // a preview's token: confined to that preview
+		e := s.envForAudiences(p.Audiences)
+		if e == nil {
+			return nil, fmt.Errorf("%w: %s", authn.ErrInvalidToken, errEnvRetired)
+		}
+		if err := checkEnvironment(e, p); err != nil {
+			return nil, fmt.Errorf("%w: %w", authn.ErrInvalidToken, err)
+		}
+		resource = e.resource
+	}
 	sub := &delegation.Subject{
 		Issuer: humanIssuer(p), Subject: p.Subject, Email: p.Email, Name: p.Name,
-		Roles: p.Roles, Agent: p.Agent, Claims: p.Claims,
+		Roles: p.Roles, Agent: p.Agent, Claims: p.Claims, Resource: resource,
 	}
 	if d := p.Delegation; d != nil {
 		sub.Delegation = &delegation.Grant{
@@ -241,6 +252,9 @@ func (s *Server) RecordGrant(ctx context.Context, iss delegation.Issued) error {
 		Kind: audit.KindGrant, Action: "delegate", Decision: decAllow, Reason: reason,
 		Subject: iss.Subject, Email: iss.Email, Name: iss.Name, Issuer: iss.SubjectIssuer, Agent: iss.Agent,
 		Delegation: iss.ID, Environment: s.cfg.Environment,
+	}
+	if iss.Resource != "" {
+		rec.Environment = s.envLabel(iss.Resource)
 	}
 	err := s.audit.Write(ctx, rec)
 	s.setAuditErr(err)
