@@ -453,7 +453,7 @@ func (e *Exchange) exchange(w http.ResponseWriter, r *http.Request) (*tokenRespo
 	if err != nil {
 		return nil, oerr(http.StatusBadRequest, "invalid_scope", err.Error(), nil)
 	}
-	target, err := e.target(append(form["resource"], form["audience"]...))
+	target, named, err := e.target(append(form["resource"], form["audience"]...))
 	if err != nil {
 		return nil, err
 	}
@@ -474,7 +474,7 @@ func (e *Exchange) exchange(w http.ResponseWriter, r *http.Request) (*tokenRespo
 	if subj == nil || subj.Subject == "" || subj.Issuer == "" {
 		return nil, badRequest("invalid_grant", "subject token names no subject")
 	}
-	aud, err := e.audienceFor(target, subj.Resource)
+	aud, err := e.audienceFor(target, named, subj.Resource)
 	if err != nil {
 		return nil, err
 	}
@@ -974,8 +974,8 @@ func (e *Exchange) Issue(ctx context.Context, subject *Subject, agent string, sc
 // target checks the resource and audience parameters of a token request:
 // each must name this gateway (production) or a live preview environment,
 // and all the same one. It returns the preview's resource, or "" for
-// production (or when none was named).
-func (e *Exchange) target(ts []string) (string, error) {
+// production, and whether any was named.
+func (e *Exchange) target(ts []string) (string, bool, error) {
 	chosen, named := "", false
 	for _, t := range ts {
 		var this string
@@ -984,27 +984,28 @@ func (e *Exchange) target(ts []string) (string, error) {
 		case e.Resources != nil && e.Resources.Live(t):
 			this = t
 		case e.previewAudience(t):
-			return "", badRequest("invalid_target", fmt.Sprintf("resource %q: no such environment (%s)", t, ErrEnvironmentRetired))
+			return "", false, badRequest("invalid_target", fmt.Sprintf("resource %q: no such environment (%s)", t, ErrEnvironmentRetired))
 		default:
-			return "", badRequest("invalid_target", "resource or audience is neither this gateway nor a live preview environment")
+			return "", false, badRequest("invalid_target", "resource or audience is neither this gateway nor a live preview environment")
 		}
 		if named && this != chosen {
-			return "", badRequest("invalid_target", "resource and audience name different environments: ask for one")
+			return "", false, badRequest("invalid_target", "resource and audience name different environments: ask for one")
 		}
 		chosen, named = this, true
 	}
-	return chosen, nil
+	return chosen, named, nil
 }
 
-// audienceFor is the aud of a token issued for target ("" production) to
-// a subject whose token is confined to the preview resource confined (""
-// when it is production's): a preview's token is exchanged only for that
-// preview, never for production or another preview.
-func (e *Exchange) audienceFor(target, confined string) (string, error) {
+// audienceFor is the aud of a token issued for target ("" production;
+// named: it was asked for) to a subject whose token is confined to the
+// preview resource confined ("" when it is production's): a preview's
+// token is exchanged only for that preview, never for production or
+// another preview.
+func (e *Exchange) audienceFor(target string, named bool, confined string) (string, error) {
 	switch {
-	case confined != "" && target != "" && target != confined:
+	case confined != "" && named && target != confined:
 		return "", badRequest("invalid_target", "a token for a preview environment can only be exchanged for that environment")
-	case confined != "" && target == "":
+	case confined != "":
 		target = confined
 	}
 	if target == "" {
