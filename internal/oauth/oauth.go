@@ -118,7 +118,7 @@ type Options struct {
 	// environment (resource=public_url/env/{name}/mcp); nil: production's
 	// Resource only.
 	Resources delegation.Resources
-	KV       KV
+	KV        KV
 	// Clients holds dynamically registered clients until their first
 	// completed sign-in (then they move to KV for clientTTL); Pending holds
 	// pending authorization requests, sign-in state and the metadata
