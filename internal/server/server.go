@@ -129,7 +129,6 @@ type SecurityEvents interface {
 
 // Server is the gateway's HTTP server.
 type Server struct {
-	subs      subscriptions
 	mrtr      mrtrSeal
 	cfg       *config.Config
 	log       *slog.Logger
