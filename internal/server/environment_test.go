@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -541,5 +542,39 @@ func TestOpenEnvironmentRefusesBadNames(t *testing.T) {
 	e.Catalog = nil
 	if err := f.srv.OpenEnvironment(context.Background(), e); err == nil {
 		t.Error("an environment without a catalogue opened")
+	}
+}
+
+// TestRetireEndsOpenStreams: a legacy session's event stream open at a
+// preview ends when the preview is retired.
+func TestRetireEndsOpenStreams(t *testing.T) {
+	f, _, _, _ := openPreview(t)
+	url := f.url + "/env/pr-1/mcp"
+	sid := openLegacyAt(t, url, "pv-alice", "2025-11-25")
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Authorization", "Bearer pv-alice")
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Mcp-Session-Id", sid)
+	req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		t.Fatalf("GET stream: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	ended := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, resp.Body)
+		ended <- err
+	}()
+	f.srv.RetireEnvironment(context.Background(), "pr-1")
+	select {
+	case <-ended:
+	case <-time.After(30 * time.Second): // a hang bound, not a measurement
+		t.Fatal("the preview's event stream is still open after its retirement")
 	}
 }
