@@ -70,20 +70,20 @@ type Config struct {
 // instruments. A nil *Telemetry is valid: its Record methods do nothing and
 // Tracer returns a no-op tracer, which keeps tests of other packages simple.
 type Telemetry struct {
-	logger     *slog.Logger
-	tp         *sdktrace.TracerProvider
-	exporting  bool
+	logger    *slog.Logger
+	tp        *sdktrace.TracerProvider
+	exporting bool
 	// sampling: spans can be sampled at all (exporting, and the sampler is
 	// not always_off). parentBased: the sampler follows the parent's
 	// sampled flag (the default, and every parentbased_* sampler), so a
 	// child of an unsampled span is never sampled.
 	sampling    bool
 	parentBased bool
-	mp         *sdkmetric.MeterProvider
-	registry   *prometheus.Registry
-	metrics    http.Handler
-	propagator propagation.TextMapPropagator
-	tracer     trace.Tracer
+	mp          *sdkmetric.MeterProvider
+	registry    *prometheus.Registry
+	metrics     http.Handler
+	propagator  propagation.TextMapPropagator
+	tracer      trace.Tracer
 
 	calls        metric.Int64Counter
 	callDuration metric.Float64Histogram
