@@ -62,9 +62,9 @@ func queued(l *Log) int {
 }
 
 // groupRun writes record A, holds its write(2) in the writer until n more
-// records are queued behind it, then lets it go. It returns A's error and
-// the errors of the n others.
-func groupRun(t *testing.T, l *Log, w *gateWriter, n int) (errA error, errs []error) {
+// records are queued behind it, then lets it go. It returns the errors of
+// the n others and A's.
+func groupRun(t *testing.T, l *Log, w *gateWriter, n int) (errs []error, errA error) {
 	t.Helper()
 	doneA := make(chan error, 1)
 	go func() { doneA <- l.Write(context.Background(), callRecord(-1)) }()
@@ -77,7 +77,7 @@ func groupRun(t *testing.T, l *Log, w *gateWriter, n int) (errA error, errs []er
 	waitFor(t, func() bool { return queued(l) == n })
 	close(w.release)
 	wg.Wait()
-	return <-doneA, errs
+	return errs, <-doneA
 }
 
 func verifyStream(t *testing.T, out []byte) *VerifyResult {
@@ -94,7 +94,7 @@ func verifyStream(t *testing.T, out []byte) *VerifyResult {
 func TestGroupWrite(t *testing.T) {
 	w := newGateWriter(2, 0) // call 1 is Open's start record
 	l := openLog(t, Config{Path: "-", Output: w, Merkle: true})
-	errA, errs := groupRun(t, l, w, 10)
+	errs, errA := groupRun(t, l, w, 10)
 	if err := errors.Join(append(errs, errA)...); err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func TestGroupWrite(t *testing.T) {
 func TestGroupWriteFailureRefusesTheGroup(t *testing.T) {
 	w := newGateWriter(2, 3) // A is written; the group of 10 fails
 	l := openLog(t, Config{Path: "-", Output: w, Merkle: true})
-	errA, errs := groupRun(t, l, w, 10)
+	errs, errA := groupRun(t, l, w, 10)
 	if errA != nil {
 		t.Errorf("A: %v", errA)
 	}
@@ -145,7 +145,7 @@ func TestGroupWriteFailureRefusesTheGroup(t *testing.T) {
 func TestGroupWriteFailureRefusesRecordsChainedAfter(t *testing.T) {
 	w := newGateWriter(2, 2) // A's write fails
 	l := openLog(t, Config{Path: "-", Output: w})
-	errA, errs := groupRun(t, l, w, 5)
+	errs, errA := groupRun(t, l, w, 5)
 	if errA == nil {
 		t.Error("A: Write succeeded on a failing writer")
 	}
