@@ -551,7 +551,7 @@ func (r *report) floorGap(p func(string, ...any)) {
 	p("and throughput on the shared CPUs follows total CPU per call. From the CPU profile below (this run): ")
 	p("the rate limiter's Redis round trip %s, mcp-go's own code %s and `encoding/json` %s (mcp-go decodes each request three times), ",
 		stage("rate limiter"), stage("own code of mcp-go"), stage("own code of encoding/json"))
-	p("OpenTelemetry's own code %s (otelhttp wrappers and stage spans, with export on and every call sampled; none when a call is not sampled), the audit trail %s (of which the group write(2) %s: records of concurrent calls share one; the fsync is batched), ",
+	p("OpenTelemetry's own code %s (otelhttp wrappers, spans and metrics, with export on and every call sampled; a call that is not sampled costs only the metrics), the audit trail %s (of which the group write(2) %s: records of concurrent calls share one; the fsync is batched), ",
 		stage("own code of OpenTelemetry"), stage("audit"), stage("audit: the group write(2)"))
 	p("syscalls %s and the garbage collector %s. ", stage("syscalls"), stage("garbage collector"))
 	p("The *stages switched off in turn* table shows what removing each costly stage by configuration gains. ")
