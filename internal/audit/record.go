@@ -154,13 +154,17 @@ var (
 	hashKey       = []byte(`"hash":"`)
 )
 
-// encode returns the line for r (no trailing newline) with Hash computed
-// from r's other fields. r.Hash is set.
 // encodeBufs are encode's scratch buffers: the JSON is built in one and
 // copied into the exact-size line, so a record costs no buffer growth.
 var encodeBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-func encode(r *Record) ([]byte, error) {
+// encode returns the line for r (no trailing newline) with Hash computed
+// from r's other fields. r.Hash is set.
+func encode(r *Record) ([]byte, error) { return appendEncoded(nil, r) }
+
+// appendEncoded is encode appending the line to dst (which is returned
+// unchanged, apart from its spare capacity, on error).
+func appendEncoded(dst []byte, r *Record) ([]byte, error) {
 	r.Hash = ""
 	buf := encodeBufs.Get().(*bytes.Buffer)
 	buf.Reset()
@@ -179,12 +183,16 @@ func encode(r *Record) ([]byte, error) {
 		return nil, errors.New("encoding audit record: hash is not the last field")
 	}
 	sum := sha256.Sum256(b)
-	r.Hash = hex.EncodeToString(sum[:])
-	out := make([]byte, 0, len(b)+hashHexLen+1)
-	out = append(out, b[:len(b)-2]...) // up to and including the opening quote
-	out = append(out, r.Hash...)
-	out = append(out, `"}`...)
-	return out, nil
+	var hexSum [hashHexLen]byte
+	hex.Encode(hexSum[:], sum[:])
+	r.Hash = string(hexSum[:])
+	if dst == nil {
+		dst = make([]byte, 0, len(b)+hashHexLen+1)
+	}
+	dst = append(dst, b[:len(b)-2]...) // up to and including the opening quote
+	dst = append(dst, r.Hash...)
+	dst = append(dst, `"}`...)
+	return dst, nil
 }
 
 // errNotRecord means a line is not a complete record line.
