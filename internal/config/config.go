@@ -420,8 +420,8 @@ func Default() Config {
 			RedisTimeout: Duration(100 * time.Millisecond),
 			Refusals:     Rate{Requests: 30, Per: Duration(time.Minute)},
 		},
-		Redaction: Redaction{Detectors: []string{"secret", "credit_card", "ssn"}},
-		Audit:     Audit{Path: "./audit.log", OnError: "deny", Fsync: "batch", RecordInput: RecordInputRedacted, Checkpoint: Checkpoint{Every: Duration(10 * time.Second)}},
+		Redaction:    Redaction{Detectors: []string{"secret", "credit_card", "ssn"}},
+		Audit:        Audit{Path: "./audit.log", OnError: "deny", Fsync: "batch", RecordInput: RecordInputRedacted, Checkpoint: Checkpoint{Every: Duration(10 * time.Second)}},
 		Environments: Environments{DefaultTTL: Duration(24 * time.Hour), MaxTTL: Duration(168 * time.Hour), Max: 50},
 		Server: Server{
 			UnauthenticatedRate:  Rate{Requests: 120, Per: Duration(time.Minute)},
