@@ -90,6 +90,17 @@ func (h *fakeHost) served(name string) *Env {
 	return h.serving[name]
 }
 
+// drain forgets the events received so far.
+func (h *fakeHost) drain() {
+	for {
+		select {
+		case <-h.events:
+		default:
+			return
+		}
+	}
+}
+
 // waitFor waits for the host's event (a hang is a failure, not a
 // threshold).
 func (h *fakeHost) waitFor(t *testing.T, op, name string) {
@@ -319,3 +330,5 @@ func sign(secret string, body []byte) string {
 	mac.Write(body)
 	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
 }
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
