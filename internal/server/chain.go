@@ -180,7 +180,7 @@ func bearer(r *http.Request) (string, bool) {
 func (s *Server) readDeadline(next http.Handler) http.Handler {
 	d := s.cfg.Server.ReadTimeout.D()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if d <= 0 || r.Body == nil || r.Body == http.NoBody || (r.Method == http.MethodGet && r.URL.Path == "/mcp") {
+		if d <= 0 || r.Body == nil || r.Body == http.NoBody || (r.Method == http.MethodGet && isMCPPath(r.URL.Path)) {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -265,3 +265,13 @@ func (tw *timeoutWriter) Flush() {
 
 // Unwrap lets http.ResponseController reach the real writer.
 func (tw *timeoutWriter) Unwrap() http.ResponseWriter { return tw.ResponseWriter }
+
+// isMCPPath reports whether path is an MCP endpoint (production's or a
+// preview's), whose GET is a long-lived event stream.
+func isMCPPath(path string) bool {
+	if path == "/mcp" {
+		return true
+	}
+	_, ok := parseEnvPath(path, "")
+	return ok
+}

@@ -117,6 +117,7 @@ type fixtureOpts struct {
 	mutate   func(*config.Config)
 	tel      Telemetry
 	security func(AuditLog) SecurityEvents // built on the fixture's audit
+	identity Asserter
 }
 
 var principals = fakeAuthn{
@@ -203,6 +204,7 @@ upstreams: [{name: crm, base_url: %q, openapi: %q}]
 	srv, err := New(Options{
 		Config: cfg, Authn: principals, Catalog: cat, Policy: o.policy, Limiter: o.limiter,
 		Sessions: st, Audit: rec, Client: upstream.Client(), Revocations: st, Telemetry: o.tel, Security: sec,
+		Identity: o.identity,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -41,6 +41,9 @@ type Session struct {
 	Protocol string `json:"protocol"`
 	// Created is when the session was opened.
 	Created time.Time `json:"created"`
+	// Environment is the preview environment the session was opened at;
+	// "" for production. A session is served only there.
+	Environment string `json:"env,omitempty"`
 }
 
 // Sessions stores legacy MCP sessions.
