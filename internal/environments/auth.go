@@ -165,6 +165,9 @@ func (a *authenticator) caller(r *http.Request) (*Caller, error) {
 	if p.Delegation != nil {
 		return nil, forbidden("an agent's delegation token may not manage environments: use your own token or CI's")
 	}
+	if p.LiveAudienceOnly {
+		return nil, forbidden("a token issued for a preview environment may not manage environments: use a token for this gateway")
+	}
 	if !slices.ContainsFunc(p.Roles, func(r string) bool { return slices.Contains(a.adminRoles, r) }) {
 		return nil, forbidden("your roles include none of environments.admin_roles")
 	}
