@@ -84,14 +84,14 @@ func (h *previewHost) Open(ctx context.Context, e *environments.Env) error {
 		ups = append(ups, tools.Upstream{Name: n, BaseURL: u.BaseURL, OpenAPI: u.OpenAPI, MCP: u.MCP,
 			Timeout: config.DefaultUpstreamTimeout, Prefix: n + "_"})
 	}
-	log := h.log.With("environment", e.Name)
+	log := h.log.With("environment", e.Name) // tools and keys name their component
 	cat := tools.NewCatalog(ups, h.client, log)
 	if err := cat.Refresh(ctx); err != nil {
 		if errors.Is(err, tools.ErrNameClash) {
 			cat.Close()
 			return fmt.Errorf("environment %s upstreams: %w", e.Name, err)
 		}
-		log.Warn("some of the preview's upstreams could not be loaded; they are retried", "err", err)
+		log.Warn("some of the preview's upstreams could not be loaded; they are retried", "component", "environments", "err", err)
 	}
 	var pol server.Decider // nil: production's policy
 	if len(e.Bundle) > 0 {
@@ -131,7 +131,7 @@ func (h *previewHost) Open(ctx context.Context, e *environments.Env) error {
 	if old != nil {
 		h.close(ctx, old)
 	}
-	log.Info("preview open", "tools", len(cat.Tools()), "own_policy", pol != nil, "kid", keys.KeyID())
+	log.Info("preview open", "component", "environments", "tools", len(cat.Tools()), "own_policy", pol != nil, "kid", keys.KeyID())
 	return nil
 }
 
@@ -151,7 +151,7 @@ func (h *previewHost) Retire(ctx context.Context, name string) {
 func (h *previewHost) close(ctx context.Context, p *preview) {
 	p.catalog.Close()
 	if err := h.keys.UnpublishKey(context.WithoutCancel(ctx), p.keys.KeyID()); err != nil {
-		h.log.Warn("unpublishing a retired preview's key failed; it lapses within the hour", "kid", p.keys.KeyID(), "err", err)
+		h.log.Warn("unpublishing a retired preview's key failed; it lapses within the hour", "component", "environments", "kid", p.keys.KeyID(), "err", err)
 	}
 }
 
@@ -178,7 +178,7 @@ func buildEnvironments(cfg *config.Config, st environments.Store, keys previewKe
 	if err != nil {
 		return nil, nil, fmt.Errorf("environments.allowed_upstreams: %w", err)
 	}
-	host := newPreviewHost(keys, client, pats, cfg.Policy.Query, log.With("component", "environments"))
+	host := newPreviewHost(keys, client, pats, cfg.Policy.Query, log)
 	cis := make([]environments.CIIssuer, 0, len(ec.CIIssuers))
 	for _, is := range ec.CIIssuers {
 		cis = append(cis, environments.CIIssuer{Issuer: is.Issuer, Audiences: is.Audiences, Claims: is.Claims})
