@@ -187,7 +187,7 @@ func buildEnvironments(cfg *config.Config, st environments.Store, keys previewKe
 		PublicURL: cfg.PublicURL, CIIssuers: cis, AdminRoles: ec.AdminRoles, Humans: humans,
 		AllowedUpstreams: pats, WebhookSecret: ec.GitHubWebhookSecret,
 		DefaultTTL: ec.DefaultTTL.D(), MaxTTL: ec.MaxTTL.D(), Max: ec.Max, Query: cfg.Policy.Query,
-		Environment: cfg.Environment, Store: st, Host: host, Audit: audit, Client: client, Logger: log,
+		Store: st, Host: host, Audit: audit, Client: client, Logger: log,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -186,8 +186,9 @@ func (m *Manager) put(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	// Serve it here before answering; other replicas follow the watch.
-	if err := m.sync(ctx, name); err != nil {
+	// Serve it here before answering (even if the caller goes away
+	// meanwhile); other replicas follow the watch.
+	if err := m.sync(context.WithoutCancel(ctx), name); err != nil {
 		if deleted, _ := m.o.Store.DeleteEnvironment(context.WithoutCancel(ctx), name); deleted {
 			m.record(ctx, audit.EnvironmentRetire, e, nil, "could not be opened")
 		}

@@ -61,8 +61,6 @@ type Options struct {
 	// Query is the policy query a bundle must define; default
 	// data.harness.decision.
 	Query string
-	// Environment is the deployment's name, for the audit records.
-	Environment string
 
 	Store  Store
 	Host   Host
