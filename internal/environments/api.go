@@ -169,7 +169,7 @@ func (m *Manager) put(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		if !c.Admin && (prev.CreatorIssuer != c.Issuer || prev.CreatorRepository == "" || prev.CreatorRepository != c.Repository) {
+		if !c.mayManage(prev) {
 			return forbidden("environment " + name + " belongs to another repository's CI: only its CI or an admin may update it")
 		}
 		e.CreatedAt, e.CreatedBy = prev.CreatedAt, prev.CreatedBy
@@ -203,9 +203,11 @@ func (m *Manager) put(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// list answers every live environment, by name.
+// list answers every live environment the caller may manage (an admin:
+// all; CI: its repository's), by name.
 func (m *Manager) list(w http.ResponseWriter, r *http.Request) error {
-	if _, err := m.auth.caller(r); err != nil {
+	c, err := m.auth.caller(r)
+	if err != nil {
 		return err
 	}
 	all, err := m.o.Store.ListEnvironments(r.Context())
@@ -216,7 +218,7 @@ func (m *Manager) list(w http.ResponseWriter, r *http.Request) error {
 	out := []listed{}
 	for name, b := range all {
 		e, err := decode(name, b)
-		if err != nil || !now.Before(e.ExpiresAt) {
+		if err != nil || !now.Before(e.ExpiresAt) || !c.mayManage(e) {
 			continue
 		}
 		out = append(out, m.listed(e))
@@ -226,9 +228,10 @@ func (m *Manager) list(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// get answers one environment.
+// get answers one environment the caller may manage (others are 404).
 func (m *Manager) get(w http.ResponseWriter, r *http.Request) error {
-	if _, err := m.auth.caller(r); err != nil {
+	c, err := m.auth.caller(r)
+	if err != nil {
 		return err
 	}
 	name, err := nameFrom(r)
@@ -243,7 +246,7 @@ func (m *Manager) get(w http.ResponseWriter, r *http.Request) error {
 	if ok {
 		e, err = decode(name, b)
 	}
-	if !ok || err != nil || !m.o.Now().Before(e.ExpiresAt) {
+	if !ok || err != nil || !m.o.Now().Before(e.ExpiresAt) || !c.mayManage(e) {
 		return &apiError{http.StatusNotFound, "not_found", "no environment " + name}
 	}
 	writeJSON(w, http.StatusOK, m.listed(e))
@@ -274,7 +277,7 @@ func (m *Manager) del(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if !c.Admin && (e.CreatorIssuer != c.Issuer || e.CreatorRepository == "" || e.CreatorRepository != c.Repository) {
+	if !c.mayManage(e) {
 		return forbidden("environment " + name + " belongs to another repository's CI: only its CI or an admin may retire it")
 	}
 	deleted, err := m.o.Store.DeleteEnvironment(ctx, name)

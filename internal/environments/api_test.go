@@ -83,6 +83,13 @@ func TestAPI(t *testing.T) {
 		if status != http.StatusForbidden {
 			t.Fatalf("retire by another repository: %d", status)
 		}
+		// Nor see it.
+		if status, ans = call(t, http.MethodGet, srv.URL+"/environments", other, nil, nil); status != http.StatusOK || len(ans["environments"].([]any)) != 0 {
+			t.Fatalf("another repository's list: %d %v", status, ans)
+		}
+		if status, _ = call(t, http.MethodGet, url+"pr-42", other, nil, nil); status != http.StatusNotFound {
+			t.Fatalf("another repository's get: %d", status)
+		}
 		// The same repository's CI updates it (200), then an admin does.
 		status, ans = call(t, http.MethodPut, url+"pr-42", ci, body(t, 42, branchURL, map[string]any{"ttl": "3h"}), nil)
 		if status != http.StatusOK {

@@ -57,6 +57,13 @@ func (c Caller) who() string {
 	return "unknown"
 }
 
+// mayManage reports whether c may see, update and retire e: an admin
+// every environment, a CI caller those its own repository's CI created
+// (same issuer, same repository claim).
+func (c *Caller) mayManage(e *Env) bool {
+	return c.Admin || (e.CreatorRepository != "" && e.CreatorIssuer == c.Issuer && e.CreatorRepository == c.Repository)
+}
+
 // apiError is an error answered to the caller: status, code and a clear,
 // safe description.
 type apiError struct {
