@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -67,6 +68,35 @@ func FuzzEnvironmentRequest(f *testing.F) {
 			if u.MCP == "" && (u.BaseURL == "" || u.OpenAPI == "") {
 				t.Fatalf("incomplete upstream %+v accepted", u)
 			}
+		}
+	})
+}
+
+// FuzzCheckUpstreamURL: whatever the allow-list accepts is, by Go's own
+// parser, an https URL without credentials on a host directly under
+// preview.acme.internal, on port 443.
+func FuzzCheckUpstreamURL(f *testing.F) {
+	for _, s := range []string{"https://feat-x.preview.acme.internal/openapi.json", "https://a@b.preview.acme.internal",
+		"https://x.preview.acme.internal:443/%2e%2e/", "https://x.preview.acme.internal\\@crm", "https://x.preview.acme.internal.evil"} {
+		f.Add(s)
+	}
+	pats, err := ParsePatterns([]string{"https://*.preview.acme.internal"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		if CheckUpstreamURL(raw, pats) != nil {
+			return
+		}
+		u, err := url.Parse(raw)
+		if err != nil {
+			t.Fatalf("%q accepted but does not parse", raw)
+		}
+		host := strings.ToLower(u.Hostname())
+		label, rest, _ := strings.Cut(host, ".")
+		if u.Scheme != "https" || u.User != nil || rest != "preview.acme.internal" || label == "" ||
+			(u.Port() != "" && u.Port() != "443") || strings.Contains(u.Path, "..") {
+			t.Fatalf("%q accepted: scheme %q host %q port %q path %q", raw, u.Scheme, host, u.Port(), u.Path)
 		}
 	})
 }
