@@ -15,6 +15,7 @@ import (
 
 	"github.com/agentharness/harness/internal/config"
 	"github.com/agentharness/harness/internal/devissuer"
+	"github.com/agentharness/harness/internal/environments"
 	"github.com/agentharness/harness/internal/sampleapi"
 )
 
@@ -125,4 +126,39 @@ environments:
 			t.Errorf("%s without environments: %d", p, rec.Code)
 		}
 	}
+}
+
+// TestPreviewClientRedirects: a preview's upstream cannot redirect the
+// gateway outside allowed_upstreams (to production, say).
+func TestPreviewClientRedirects(t *testing.T) {
+	prod := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("production")) }))
+	t.Cleanup(prod.Close)
+	branch := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/inside" {
+			_, _ = w.Write([]byte("branch"))
+			return
+		}
+		target := prod.URL + "/openapi.json"
+		if r.URL.Path == "/stay" {
+			target = "/inside"
+		}
+		http.Redirect(w, r, target, http.StatusFound)
+	}))
+	t.Cleanup(branch.Close)
+	pats, err := environments.ParsePatterns([]string{branch.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newPreviewHost(nil, http.DefaultClient, pats, "", slog.New(slog.DiscardHandler))
+	if resp, err := h.client.Get(branch.URL + "/openapi.json"); err == nil || !strings.Contains(err.Error(), "allowed_upstreams") {
+		if resp != nil {
+			resp.Body.Close()
+		}
+		t.Fatalf("a redirect to production was followed: %v", err)
+	}
+	resp, err := h.client.Get(branch.URL + "/stay")
+	if err != nil {
+		t.Fatalf("a redirect within the preview was refused: %v", err)
+	}
+	resp.Body.Close()
 }
