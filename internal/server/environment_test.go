@@ -578,3 +578,20 @@ func TestRetireEndsOpenStreams(t *testing.T) {
 		t.Fatal("the preview's event stream is still open after its retirement")
 	}
 }
+
+// TestPreviewRateLimitsAreItsOwn: calls at a preview are charged to the
+// preview's buckets, never to the human's production budget.
+func TestPreviewRateLimitsAreItsOwn(t *testing.T) {
+	f, _, _, _ := openPreview(t)
+	f.srv.cfg.RateLimit.Default.Requests = 1
+	pc := clientAt(t, f.url+"/env/pr-1/mcp", "pv-alice")
+	if res := callT(t, pc, "crm_get_customer", map[string]any{"id": "c-1"}); res.IsError {
+		t.Fatalf("first preview call: %s", text(res))
+	}
+	if res := callT(t, pc, "crm_get_customer", map[string]any{"id": "c-1"}); !res.IsError || !strings.Contains(text(res), "rate limited") {
+		t.Fatalf("second preview call: %s, want rate limited", text(res))
+	}
+	if res := callT(t, f.client(t, "alice"), "crm_get_customer", map[string]any{"id": "c-2"}); res.IsError {
+		t.Fatalf("production call after the preview's budget is spent: %s", text(res))
+	}
+}

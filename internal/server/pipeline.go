@@ -220,7 +220,9 @@ func (s *Server) gate(ctx context.Context, c *call, in *policy.Input, name strin
 	}
 
 	// 5 limit.
-	lims := s.limitsFor(p, name, dec.RateLimit)
+	// A preview's buckets are its own: testing a branch never spends the
+	// human's production budget (qualify keeps production's keys as they were).
+	lims := s.limitsFor(p, s.envOf(ctx).qualify(name), dec.RateLimit)
 	lctx, end := s.stage(ctx, telemetry.StageRateLimit)
 	res, err := s.limiter.Allow(lctx, lims)
 	end()
