@@ -55,7 +55,36 @@ const (
 	KindRefusals = "refusals"
 	// KindSecurity records a security event; Event says which (security.go).
 	KindSecurity = "security"
+	// KindEnvironment records a preview environment created, updated,
+	// retired or expired (Action: EnvironmentCreate…); Subject, Issuer,
+	// Email, Name and Preview.Actor say by whom, Reason why, Environment
+	// names the preview.
+	KindEnvironment = "environment"
 )
+
+// Action values of a KindEnvironment record.
+const (
+	EnvironmentCreate = "create"
+	EnvironmentUpdate = "update"
+	EnvironmentRetire = "retire"
+	EnvironmentExpire = "expire"
+)
+
+// Preview describes the preview environment of a KindEnvironment record.
+type Preview struct {
+	// Name is the preview's name.
+	Name string `json:"name"`
+	// Repository, PullRequest and Branch are what CI said it is built from.
+	Repository  string `json:"repository,omitempty"`
+	PullRequest int    `json:"pull_request,omitempty"`
+	Branch      string `json:"branch,omitempty"`
+	// Actor is the CI token's actor (GitHub) or user_login (GitLab).
+	Actor string `json:"actor,omitempty"`
+	// Upstreams are the preview's upstream URLs by name.
+	Upstreams map[string]string `json:"upstreams,omitempty"`
+	// ExpiresAt is when the preview expires.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+}
 
 // ZeroHash is the Prev of the first record of a chain.
 const ZeroHash = "0000000000000000000000000000000000000000000000000000000000000000"
@@ -140,6 +169,8 @@ type Record struct {
 	// Approval is set on a call that ran (or was denied) on a human's
 	// answer to an approval request.
 	Approval *Approval `json:"approval,omitempty"`
+	// Preview is set on a KindEnvironment record.
+	Preview *Preview `json:"preview,omitempty"`
 	// Prev is the Hash of the previous record in the chain.
 	Prev string `json:"prev"`
 	// Hash covers the whole line, Prev included (see the type comment).
