@@ -186,7 +186,7 @@ func buildEnvironments(cfg *config.Config, st environments.Store, keys previewKe
 	m, err := environments.New(environments.Options{
 		PublicURL: cfg.PublicURL, CIIssuers: cis, AdminRoles: ec.AdminRoles, Humans: humans,
 		AllowedUpstreams: pats, WebhookSecret: ec.GitHubWebhookSecret,
-		DefaultTTL: ec.DefaultTTL.D(), MaxTTL: ec.MaxTTL.D(), Max: ec.Max, Query: cfg.Policy.Query,
+		DefaultTTL: ec.DefaultTTL.D(), MaxTTL: ec.MaxTTL.D(), Max: ec.Max, Query: cfg.Policy.Query, AuditOnError: cfg.Audit.OnError,
 		Store: st, Host: host, Audit: audit, Client: client, Logger: log,
 	})
 	if err != nil {

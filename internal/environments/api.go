@@ -190,7 +190,7 @@ func (m *Manager) put(w http.ResponseWriter, r *http.Request) error {
 	// meanwhile); other replicas follow the watch.
 	if err := m.sync(context.WithoutCancel(ctx), name); err != nil {
 		if deleted, _ := m.o.Store.DeleteEnvironment(context.WithoutCancel(ctx), name); deleted {
-			m.record(ctx, audit.EnvironmentRetire, e, nil, "could not be opened")
+			_ = m.record(ctx, audit.EnvironmentRetire, e, nil, "could not be opened")
 		}
 		return &apiError{http.StatusBadGateway, "environment_unavailable", "the environment could not be opened; see the gateway's log"}
 	}
@@ -198,7 +198,25 @@ func (m *Manager) put(w http.ResponseWriter, r *http.Request) error {
 	if isNew {
 		action, status = audit.EnvironmentCreate, http.StatusCreated
 	}
-	m.record(ctx, action, e, c, "api")
+	if err := m.record(ctx, action, e, c, "api"); err != nil && !m.auditMayFail() {
+		// Fail closed (audit.on_error: deny): no preview exists, or is
+		// changed, without its record. What was opened is retired
+		// everywhere; an update retires the preview too, since its
+		// previous version's state is gone.
+		bg := context.WithoutCancel(ctx)
+		if deleted, derr := m.o.Store.DeleteEnvironment(bg, name); derr != nil {
+			m.log.ErrorContext(ctx, "retiring an environment whose change was not audited failed; it expires at its ttl", "name", name, "error", derr)
+		} else if deleted {
+			_ = m.record(bg, audit.EnvironmentRetire, e, nil, "its "+action+" could not be recorded in the audit trail")
+		}
+		m.retireHere(bg, name)
+		what := "nothing was created"
+		if !isNew {
+			what = "the environment was retired"
+		}
+		return &apiError{http.StatusServiceUnavailable, "audit_unavailable",
+			"the " + action + " could not be recorded in the audit trail, so it was refused (audit.on_error: deny) and " + what + "; retry once the audit trail is writable"}
+	}
 	writeJSON(w, status, created{Name: name, MCPURL: m.MCPURL(name), Resource: m.MCPURL(name), ExpiresAt: e.ExpiresAt})
 	return nil
 }
@@ -292,7 +310,7 @@ func (m *Manager) del(w http.ResponseWriter, r *http.Request) error {
 	if strings.HasPrefix(r.Header.Get("User-Agent"), "harness-gateway/") {
 		why = "cli"
 	}
-	m.record(ctx, audit.EnvironmentRetire, e, c, why)
+	_ = m.record(ctx, audit.EnvironmentRetire, e, c, why) // retired all the same; the failure is logged
 	writeJSON(w, http.StatusOK, map[string]any{"name": name, "retired": true})
 	return nil
 }

@@ -10,11 +10,13 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -118,13 +120,21 @@ func (h *fakeHost) waitFor(t *testing.T, op, name string) {
 	}
 }
 
-// records collects audit records.
+// records collects audit records; while failing is set, Write fails as a
+// full disk would (the way internal/server's tests simulate it).
 type records struct {
-	mu  sync.Mutex
-	all []*audit.Record
+	mu      sync.Mutex
+	all     []*audit.Record
+	failing atomic.Bool
 }
 
+// errAuditDown is the failing audit trail's error.
+var errAuditDown = errors.New("write audit.log: no space left on device")
+
 func (r *records) Write(_ context.Context, rec *audit.Record) error {
+	if r.failing.Load() {
+		return errAuditDown
+	}
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return err

@@ -62,11 +62,16 @@ type Options struct {
 	// data.harness.decision.
 	Query string
 
-	Store  Store
-	Host   Host
-	Audit  Auditor
-	Client *http.Client // for CI issuers' discovery and keys
-	Logger *slog.Logger
+	Store Store
+	Host  Host
+	Audit Auditor
+	// AuditOnError is audit.on_error: "deny" (the default, also for "")
+	// refuses a creation or update whose audit record cannot be written
+	// (and retires what it had opened); "allow" logs and goes on. A
+	// retirement happens either way: failing closed means retiring.
+	AuditOnError string
+	Client       *http.Client // for CI issuers' discovery and keys
+	Logger       *slog.Logger
 	// Now is the clock (default time.Now); SweepEvery how often expiry
 	// is checked (default 1s).
 	Now        func() time.Time
@@ -322,12 +327,14 @@ func (m *Manager) expireLocked(ctx context.Context, e *Env) {
 		return
 	}
 	if deleted {
-		m.record(ctx, audit.EnvironmentExpire, e, nil, "ttl: expired at "+e.ExpiresAt.UTC().Format(time.RFC3339))
+		_ = m.record(ctx, audit.EnvironmentExpire, e, nil, "ttl: expired at "+e.ExpiresAt.UTC().Format(time.RFC3339))
 	}
 }
 
-// record writes a kind=environment audit record; c nil: the gateway itself.
-func (m *Manager) record(ctx context.Context, action string, e *Env, c *Caller, why string) {
+// record writes a kind=environment audit record; c nil: the gateway
+// itself. A failure is logged and returned: a creation or update must not
+// stand unrecorded (see put), a retirement happens all the same.
+func (m *Manager) record(ctx context.Context, action string, e *Env, c *Caller, why string) error {
 	exp := e.ExpiresAt.UTC()
 	r := &audit.Record{
 		Kind: audit.KindEnvironment, Action: action, Reason: why, Environment: e.Name,
@@ -350,8 +357,14 @@ func (m *Manager) record(ctx context.Context, action string, e *Env, c *Caller, 
 	}
 	if err := m.o.Audit.Write(ctx, r); err != nil {
 		m.log.ErrorContext(ctx, "writing the environment audit record failed", "name", e.Name, "action", action, "error", err)
+		return fmt.Errorf("environment %s audit record: %w", e.Name, err)
 	}
+	return nil
 }
+
+// auditMayFail reports whether audit.on_error lets a change stand whose
+// record could not be written.
+func (m *Manager) auditMayFail() bool { return m.o.AuditOnError == "allow" }
 
 // newVersion returns a fresh random record version.
 func newVersion() string {

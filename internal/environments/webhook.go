@@ -115,7 +115,7 @@ func (m *Manager) webhook(w http.ResponseWriter, r *http.Request) error {
 		}
 		m.retireHere(ctx, name)
 		if deleted {
-			m.record(ctx, audit.EnvironmentRetire, e, who, why)
+			_ = m.record(ctx, audit.EnvironmentRetire, e, who, why) // retired all the same; the failure is logged
 			retired = append(retired, name)
 		}
 	}
