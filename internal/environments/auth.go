@@ -2,8 +2,6 @@ package environments
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -159,7 +157,7 @@ func (a *authenticator) caller(r *http.Request) (*Caller, error) {
 	if len(raw) > maxToken {
 		return nil, unauthorized("the token is too large")
 	}
-	if v, ok := a.ci[unverifiedIssuer(raw)]; ok {
+	if v, ok := a.ci[authn.TokenIssuer(raw)]; ok {
 		return v.verify(r.Context(), raw)
 	}
 	if a.humans == nil || len(a.adminRoles) == 0 {
@@ -257,24 +255,4 @@ func bearer(r *http.Request) (string, bool) {
 		return "", false
 	}
 	return strings.TrimSpace(tok), true
-}
-
-// unverifiedIssuer reads the iss claim of a JWT without verifying it, only
-// to choose the verifier; "" when it cannot.
-func unverifiedIssuer(raw string) string {
-	parts := strings.Split(raw, ".")
-	if len(parts) != 3 {
-		return ""
-	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return ""
-	}
-	var c struct {
-		Iss string `json:"iss"`
-	}
-	if json.Unmarshal(b, &c) != nil {
-		return ""
-	}
-	return c.Iss
 }
