@@ -87,7 +87,7 @@ func (s *Server) edge(next http.Handler) http.Handler {
 				return
 			}
 		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.Body = newBufferedBody(body) // fastCall reads the bytes as they are
 		r.ContentLength = int64(len(body))
 		next.ServeHTTP(w, r)
 	})

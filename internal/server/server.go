@@ -167,6 +167,10 @@ type Server struct {
 	handler  http.Handler
 	auditErr atomic.Pointer[error]
 	refusals refusalBook
+	// The tools/call fast path (fastcall.go); fastCallOff turns it off.
+	fastCallOff  atomic.Bool
+	fastMetaOnce sync.Once
+	fastMeta     []byte
 }
 
 // New builds the server. It does no network work.
@@ -218,7 +222,7 @@ func New(o Options) (*Server, error) {
 	// (production or a preview); edge adapts real clients' requests to
 	// mcp-go (edge.go). One chain serves every environment.
 	mcpChain := chain(http.HandlerFunc(s.serveEnv), s.recoverer, requestID, rpcErrors, s.corsMCP, s.accessLog, limitBody,
-		s.routeEnv, s.authenticate, s.bindSession, s.edge)
+		s.routeEnv, s.authenticate, s.bindSession, s.edge, s.fastCall)
 	if o.WrapMCP != nil {
 		mcpChain = o.WrapMCP(mcpChain)
 	}
