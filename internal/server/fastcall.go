@@ -113,6 +113,7 @@ func (s *Server) serveFastCall(w http.ResponseWriter, r *http.Request, body []by
 	if !ok {
 		return false
 	}
+	s.fastServed.Add(1)
 	ctx := mcpserver.WithSupportedProtocolVersions(r.Context(), mcpserver.FilterSupportedVersions(plan.e.http))
 	ctx = mcpserver.WithRequestProtocolInfo(ctx, plan.info)
 	ctx, cancel := context.WithCancel(ctx)

@@ -169,6 +169,7 @@ type Server struct {
 	refusals refusalBook
 	// The tools/call fast path (fastcall.go); fastCallOff turns it off.
 	fastCallOff  atomic.Bool
+	fastServed   atomic.Uint64 // calls the fast path answered
 	fastMetaOnce sync.Once
 	fastMeta     []byte
 }

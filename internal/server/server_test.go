@@ -139,7 +139,7 @@ var principals = fakeAuthn{
 	"victim":   {Issuer: "https://idp.test", Subject: "victim", Roles: []string{"admin"}, Agent: "x|copilot", Claims: map[string]any{}},
 }
 
-func newFixture(t *testing.T, o fixtureOpts) *fixture {
+func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	t.Helper()
 	var hits atomic.Int64
 	up := http.NewServeMux()
