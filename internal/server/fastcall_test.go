@@ -1,17 +1,22 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/agentharness/harness/internal/approvals"
 	"github.com/agentharness/harness/internal/audit"
 	"github.com/agentharness/harness/internal/config"
+	"github.com/agentharness/harness/internal/store"
+	"github.com/agentharness/harness/policy"
 )
 
 const modernMeta = `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}`
@@ -67,7 +72,7 @@ func normalise(resp *http.Response, body string) outcome {
 // auditView is what of an audit record must not depend on the path taken.
 type auditView struct {
 	Decision, Reason, Tool, Protocol, Subject, Agent, Upstream, Environment, Session string
-	Status, Redactions                                                            int
+	Status, Redactions                                                               int
 }
 
 func viewOf(rs []audit.Record) []auditView {
@@ -165,7 +170,38 @@ func fastCases(sid string) []fastCase {
 func TestFastCallDifferential(t *testing.T) {
 	f := fastFixture(t)
 	sid := openLegacy(t, f, "alice", "2025-06-18")
-	for _, c := range fastCases(sid) {
+	diffFastCall(t, f, fastCases(sid))
+}
+
+// approvalPolicy allows every call with a human's approval.
+type approvalPolicy struct{ allowAll }
+
+func (approvalPolicy) Decide(ctx context.Context, in *policy.Input) (policy.Decision, error) {
+	d, err := allowAll{}.Decide(ctx, in)
+	d.Approval = json.RawMessage(`{"approvers":["role:admin"],"reason":"refunds need a second look"}`)
+	return d, err
+}
+
+// TestFastCallDifferentialApproval: a call held for approval is answered
+// as mcp-go answers it — an input_required result with a URL elicitation
+// for a client that declared elicitation.url, a refusal otherwise.
+func TestFastCallDifferentialApproval(t *testing.T) {
+	f := newFixture(t, fixtureOpts{policy: approvalPolicy{}, approvals: approvals.New(store.NewMemory())})
+	urlCaps := strings.Replace(modernCall("1", "crm_issue_refund", `{"amount":5}`), `"io.modelcontextprotocol/clientCapabilities":{}`,
+		`"io.modelcontextprotocol/clientCapabilities":{"elicitation":{"url":{}}}`, 1)
+	diffFastCall(t, f, []fastCase{
+		{"approval pending, URL elicitation", "bob", urlCaps, modernHeaders("crm_issue_refund"), true},
+		{"approval pending, no elicitation", "bob", modernCall("2", "crm_issue_refund", `{"amount":6}`), modernHeaders("crm_issue_refund"), true},
+	})
+}
+
+// diffFastCall runs each request through the server with the fast path
+// on and off: the status, the headers a client reads, the JSON body and
+// the audit records must be the same, and the fast path must have
+// answered exactly the requests it is meant to.
+func diffFastCall(t *testing.T, f *fixture, cases []fastCase) {
+	t.Helper()
+	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			run := func(off bool) (outcome, []auditView, bool) {
 				f.srv.fastCallOff.Store(off)
@@ -258,4 +294,45 @@ func outcomeClass(o outcome) string {
 		}
 	}
 	return fmt.Sprintf("%d %s %s", o.status, o.ctype, kind)
+}
+
+// BenchmarkToolsCall is one 2026-07-28 tools/call through the whole
+// handler chain and pipeline (an upstream answering about 1 KiB of JSON,
+// redacted, audited), answered by mcp-go and by the fast path. Compare
+// allocs/op and B/op (go test -bench ToolsCall -benchmem); timings on a
+// shared machine are noise.
+func BenchmarkToolsCall(b *testing.B) {
+	f := newFixture(b, fixtureOpts{policy: allowAll{}, mutate: func(c *config.Config) {
+		c.RateLimit.Default = config.Rate{Requests: 1 << 40, Per: config.Duration(time.Hour)}
+	}})
+	h := f.srv.Handler()
+	body := modernCall("7", "crm_get_customer", `{"id":"`+strings.Repeat("c", 900)+`"}`)
+	for _, mode := range []struct {
+		name string
+		off  bool
+	}{{"mcp-go", true}, {"fast", false}} {
+		b.Run(mode.name, func(b *testing.B) {
+			f.srv.fastCallOff.Store(mode.off)
+			defer f.srv.fastCallOff.Store(false)
+			served := f.srv.fastServed.Load()
+			b.ReportAllocs()
+			for b.Loop() {
+				req := httptest.NewRequest(http.MethodPost, "http://127.0.0.1/mcp", strings.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Accept", "application/json, text/event-stream")
+				req.Header.Set("Authorization", "Bearer alice")
+				for k, v := range modernHeaders("crm_get_customer") {
+					req.Header.Set(k, v)
+				}
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"structuredContent"`) {
+					b.Fatalf("%d %s", rec.Code, rec.Body.String())
+				}
+			}
+			if fast := f.srv.fastServed.Load() != served; fast == mode.off {
+				b.Fatalf("fast path taken = %v in mode %s", fast, mode.name)
+			}
+		})
+	}
 }

@@ -112,12 +112,13 @@ type fixture struct {
 }
 
 type fixtureOpts struct {
-	policy   Decider
-	limiter  ratelimit.Limiter
-	mutate   func(*config.Config)
-	tel      Telemetry
-	security func(AuditLog) SecurityEvents // built on the fixture's audit
-	identity Asserter
+	policy    Decider
+	limiter   ratelimit.Limiter
+	mutate    func(*config.Config)
+	tel       Telemetry
+	security  func(AuditLog) SecurityEvents // built on the fixture's audit
+	identity  Asserter
+	approvals Approvals
 }
 
 var principals = fakeAuthn{
@@ -204,7 +205,7 @@ upstreams: [{name: crm, base_url: %q, openapi: %q}]
 	srv, err := New(Options{
 		Config: cfg, Authn: principals, Catalog: cat, Policy: o.policy, Limiter: o.limiter,
 		Sessions: st, Audit: rec, Client: upstream.Client(), Revocations: st, Telemetry: o.tel, Security: sec,
-		Identity: o.identity,
+		Identity: o.identity, Approvals: o.approvals,
 	})
 	if err != nil {
 		t.Fatal(err)
