@@ -62,6 +62,9 @@ func (s *Server) edge(next http.Handler) http.Handler {
 			s.serveBatch(w, r, body, version, hasSession, next)
 			return
 		}
+		if s.fastCall(w, r, body) { // a 2026-07-28 tools/call it can answer (fastcall.go)
+			return
+		}
 		var msg struct {
 			ID     json.RawMessage `json:"id"`
 			Method string          `json:"method"`
@@ -87,7 +90,7 @@ func (s *Server) edge(next http.Handler) http.Handler {
 				return
 			}
 		}
-		r.Body = newBufferedBody(body) // fastCall reads the bytes as they are
+		r.Body = io.NopCloser(bytes.NewReader(body))
 		r.ContentLength = int64(len(body))
 		next.ServeHTTP(w, r)
 	})

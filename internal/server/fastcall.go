@@ -41,27 +41,35 @@ import (
 // would give (compared by TestFastCallDifferential and
 // FuzzFastCallEquivalence).
 
-// bufferedBody is a request body the edge has already read: fastCall
-// reads its bytes without copying, and mcp-go reads it as any body.
-type bufferedBody struct {
-	*bytes.Reader
-	b []byte
+// fastEnvelope is one JSON-RPC tools/call request, decoded once.
+type fastEnvelope struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Method  string          `json:"method"`
+	Params  *fastParams     `json:"params"`
+	Result  json.RawMessage `json:"result"`
+	Error   json.RawMessage `json:"error"`
 }
 
-func (bufferedBody) Close() error { return nil }
+// fastParams is the params of mcp.CallToolParams.UnmarshalJSON, decoded
+// in the same pass as the envelope; callParams makes them the
+// mcp.CallToolParams that method would have made, arguments decoded as it
+// decodes them.
+type fastParams struct {
+	Name      string          `json:"name"`
+	Arguments json.RawMessage `json:"arguments"`
+	Meta      *mcp.Meta       `json:"_meta,omitempty"`
+	Task      *mcp.TaskParams `json:"task,omitempty"`
+	mcp.MultiRoundTripParams
+}
 
-func newBufferedBody(b []byte) *bufferedBody { return &bufferedBody{Reader: bytes.NewReader(b), b: b} }
-
-// fastEnvelope is one JSON-RPC tools/call request, decoded once. Params
-// is mcp-go's own type, so the arguments the pipeline sees are decoded
-// exactly as mcp-go decodes them.
-type fastEnvelope struct {
-	JSONRPC string              `json:"jsonrpc"`
-	ID      json.RawMessage     `json:"id"`
-	Method  string              `json:"method"`
-	Params  *mcp.CallToolParams `json:"params"`
-	Result  json.RawMessage     `json:"result"`
-	Error   json.RawMessage     `json:"error"`
+func (p *fastParams) callParams() (mcp.CallToolParams, error) {
+	out := mcp.CallToolParams{Name: p.Name, Meta: p.Meta, Task: p.Task, MultiRoundTripParams: p.MultiRoundTripParams}
+	if len(p.Arguments) == 0 {
+		return out, nil
+	}
+	out.RawArguments = p.Arguments
+	return out, json.Unmarshal(p.Arguments, &out.Arguments)
 }
 
 // fastIDPattern is the ids the fast path echoes verbatim: integers mcp-go
@@ -74,26 +82,27 @@ var fastIDPattern = regexp.MustCompile(`^(?:0|-?[1-9][0-9]{0,14})$`)
 // RequestProtocolInfo and nothing else.
 var fastMetaKeys = []string{mcp.MetaKeyProtocolVersion, mcp.MetaKeyClientInfo, mcp.MetaKeyClientCapabilities}
 
-// fastCall is the middleware after edge that serves the fast path.
-func (s *Server) fastCall(next http.Handler) http.Handler {
+// fastCall answers r, a POST whose body the edge has read (and found not
+// to be a batch), when it is a request the fast path takes, and reports
+// whether it did; nothing is written when it did not. It runs before the
+// edge's own decoding, whose work — the message id for error rewrites,
+// the _meta fix of notifications, the session-era checks — concerns no
+// request the fast path takes (it sets the id itself).
+func (s *Server) fastCall(w http.ResponseWriter, r *http.Request, body []byte) bool {
+	if s.fastCallOff.Load() || r.Header.Get(mcp.HeaderProtocolVersion) != mcp.ProtocolVersion20260728 {
+		return false
+	}
 	// mcp-go's DNS-rebinding guard is on unless newMCP turned it off;
 	// while it is on, only loopback Host headers (which it always lets
 	// through) take the fast path.
-	guard := true
-	if u, err := url.Parse(s.cfg.PublicURL); err == nil && !isLoopbackHost(u.Hostname()) {
-		guard = false
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.fastCallOff.Load() || r.Method != http.MethodPost || r.Header.Get(mcp.HeaderProtocolVersion) != mcp.ProtocolVersion20260728 ||
-			(guard && !mcpLoopbackHost(r.Host)) {
-			next.ServeHTTP(w, r)
-			return
-		}
-		bb, ok := r.Body.(*bufferedBody)
-		if !ok || !s.serveFastCall(w, r, bb.b) {
-			next.ServeHTTP(w, r)
-		}
+	s.fastGuardOnce.Do(func() {
+		u, err := url.Parse(s.cfg.PublicURL)
+		s.fastGuard = !(err == nil && !isLoopbackHost(u.Hostname()))
 	})
+	if s.fastGuard && !mcpLoopbackHost(r.Host) {
+		return false
+	}
+	return s.serveFastCall(w, r, body)
 }
 
 // fastPlan is a request the fast path has taken: everything needed to run
@@ -114,6 +123,9 @@ func (s *Server) serveFastCall(w http.ResponseWriter, r *http.Request, body []by
 		return false
 	}
 	s.fastServed.Add(1)
+	if st := rpcStateFrom(r.Context()); st != nil {
+		st.id = plan.id // as the edge would have set it
+	}
 	ctx := mcpserver.WithSupportedProtocolVersions(r.Context(), mcpserver.FilterSupportedVersions(plan.e.http))
 	ctx = mcpserver.WithRequestProtocolInfo(ctx, plan.info)
 	ctx, cancel := context.WithCancel(ctx)
@@ -190,8 +202,12 @@ func (s *Server) planFastCall(r *http.Request, body []byte) (fastPlan, bool) {
 	if !ok || t.Kind == tools.KindMCP { // an MCP upstream's tool may relay notifications
 		return plan, false
 	}
+	params, err := p.callParams()
+	if err != nil { // cannot happen: the arguments were decoded as JSON above
+		return plan, false
+	}
 	plan.id, plan.e, plan.handler = msg.ID, e, st.Handler
-	plan.req = mcp.CallToolRequest{Header: r.Header, Params: *p}
+	plan.req = mcp.CallToolRequest{Header: r.Header, Params: params}
 	plan.req.Method = string(mcp.MethodToolsCall)
 	plan.info = &mcpserver.RequestProtocolInfo{
 		Modern: true, ProtocolVersion: version, ClientInfo: p.Meta.ClientInfo(), LogLevel: p.Meta.LogLevel(), ClientCapabilities: caps,

@@ -168,10 +168,12 @@ type Server struct {
 	auditErr atomic.Pointer[error]
 	refusals refusalBook
 	// The tools/call fast path (fastcall.go); fastCallOff turns it off.
-	fastCallOff  atomic.Bool
-	fastServed   atomic.Uint64 // calls the fast path answered
-	fastMetaOnce sync.Once
-	fastMeta     []byte
+	fastCallOff   atomic.Bool
+	fastServed    atomic.Uint64 // calls the fast path answered
+	fastMetaOnce  sync.Once
+	fastMeta      []byte
+	fastGuardOnce sync.Once
+	fastGuard     bool
 }
 
 // New builds the server. It does no network work.
@@ -223,7 +225,7 @@ func New(o Options) (*Server, error) {
 	// (production or a preview); edge adapts real clients' requests to
 	// mcp-go (edge.go). One chain serves every environment.
 	mcpChain := chain(http.HandlerFunc(s.serveEnv), s.recoverer, requestID, rpcErrors, s.corsMCP, s.accessLog, limitBody,
-		s.routeEnv, s.authenticate, s.bindSession, s.edge, s.fastCall)
+		s.routeEnv, s.authenticate, s.bindSession, s.edge)
 	if o.WrapMCP != nil {
 		mcpChain = o.WrapMCP(mcpChain)
 	}
