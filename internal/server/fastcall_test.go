@@ -88,7 +88,8 @@ type fastCase struct {
 	token string
 	body  string
 	hdr   map[string]string
-	fast  bool // the fast path must answer it
+	fast  bool   // the fast path must answer it
+	path  string // "" is /mcp
 }
 
 func fastCases(sid string) []fastCase {
@@ -107,59 +108,59 @@ func fastCases(sid string) []fastCase {
 	}
 	get := "crm_get_customer"
 	return []fastCase{
-		{"good call", "alice", modernCall("1", get, `{"id":"c-1"}`), h(get), true},
-		{"string id", "alice", modernCall(`"req-é\u00e9<&>"`, get, `{"id":"c-2"}`), h(get), true},
-		{"negative id", "alice", modernCall("-42", get, `{"id":"c-1"}`), h(get), true},
-		{"zero id", "alice", modernCall("0", get, `{"id":"c-1"}`), h(get), true},
-		{"largest fast id", "alice", modernCall("999999999999999", get, `{"id":"c-1"}`), h(get), true},
-		{"very large id", "alice", modernCall("123456789012345678901234567890", get, `{"id":"c-1"}`), h(get), false},
-		{"id past 2^53", "alice", modernCall("9007199254740993", get, `{"id":"c-1"}`), h(get), false},
-		{"fractional id", "alice", modernCall("1.5", get, `{"id":"c-1"}`), h(get), false},
-		{"exponent id", "alice", modernCall("1e3", get, `{"id":"c-1"}`), h(get), false},
-		{"negative zero id", "alice", modernCall("-0", get, `{"id":"c-1"}`), h(get), false},
-		{"null id", "alice", modernCall("null", get, `{"id":"c-1"}`), h(get), false},
-		{"object id", "alice", modernCall(`{"a":1}`, get, `{"id":"c-1"}`), h(get), false},
-		{"notification", "alice", `{"jsonrpc":"2.0","method":"tools/call","params":{"name":"crm_get_customer","arguments":{"id":"c-1"},` + modernMeta + `}}`, h(get), false},
-		{"escaped text in result", "alice", modernCall("2", get, `{"id":"<a href=\"x\">&\u2028"}`), h(get), true},
-		{"charset content type", "alice", modernCall("3", get, `{"id":"c-3"}`), with(h(get), "Content-Type", "application/json; charset=utf-8"), true},
-		{"wrong content type", "alice", modernCall("3", get, `{"id":"c-3"}`), with(h(get), "Content-Type", "text/plain"), false},
-		{"array result", "alice", modernCall("4", "crm_list", `{}`), h("crm_list"), true},
-		{"upstream 502 html", "alice", modernCall("5", "crm_page", `{}`), h("crm_page"), true},
-		{"binary result", "alice", modernCall("6", "crm_blob", `{}`), h("crm_blob"), true},
-		{"no arguments", "alice", `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"crm_list",` + modernMeta + `}}`, h("crm_list"), true},
-		{"arguments not an object", "alice", modernCall("8", get, `"c-1"`), h(get), true},
-		{"missing path argument", "alice", modernCall("9", get, `{}`), h(get), true},
-		{"denied tool", "alice", modernCall("10", "crm_issue_refund", `{}`), h("crm_issue_refund"), true},
-		{"delegation outside its scopes", "deleg", modernCall("11", "crm_list", `{}`), h("crm_list"), true},
-		{"unknown tool", "alice", modernCall("12", "crm_nope", `{}`), h("crm_nope"), false},
-		{"params not an object", "alice", `{"jsonrpc":"2.0","id":13,"method":"tools/call","params":[1]}`, h(get), false},
-		{"name not a string", "alice", `{"jsonrpc":"2.0","id":14,"method":"tools/call","params":{"name":7,` + modernMeta + `}}`, h(get), false},
-		{"wrong Mcp-Name", "alice", modernCall("15", get, `{"id":"c-1"}`), with(h(get), "Mcp-Name", "crm_list"), false},
-		{"missing Mcp-Name", "alice", modernCall("16", get, `{"id":"c-1"}`), with(h(get), "Mcp-Name", ""), false},
-		{"base64 Mcp-Name", "alice", modernCall("17", get, `{"id":"c-1"}`), with(h(get), "Mcp-Name", "=?base64?Y3JtX2dldF9jdXN0b21lcg==?="), true},
-		{"wrong Mcp-Method", "alice", modernCall("18", get, `{"id":"c-1"}`), with(h(get), "Mcp-Method", "tools/list"), false},
-		{"missing Mcp-Method", "alice", modernCall("19", get, `{"id":"c-1"}`), with(h(get), "Mcp-Method", ""), false},
-		{"Last-Event-ID", "alice", modernCall("20", get, `{"id":"c-1"}`), with(h(get), "Last-Event-ID", "e-1"), false},
-		{"missing _meta", "alice", `{"jsonrpc":"2.0","id":21,"method":"tools/call","params":{"name":"crm_get_customer","arguments":{"id":"c-1"}}}`, h(get), false},
-		{"_meta without capabilities", "alice", `{"jsonrpc":"2.0","id":22,"method":"tools/call","params":{"name":"crm_get_customer","arguments":{"id":"c-1"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`, h(get), false},
-		{"_meta version mismatch", "alice", strings.Replace(modernCall("23", get, `{"id":"c-1"}`), `"2026-07-28"`, `"2025-11-25"`, 1), h(get), false},
-		{"progress token", "alice", strings.Replace(modernCall("24", get, `{"id":"c-1"}`), `"_meta":{`, `"_meta":{"progressToken":"p-1",`, 1), h(get), false},
-		{"other _meta key", "alice", strings.Replace(modernCall("25", get, `{"id":"c-1"}`), `"_meta":{`, `"_meta":{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",`, 1), h(get), false},
-		{"client info", "alice", strings.Replace(modernCall("26", get, `{"id":"c-1"}`), `"_meta":{`, `"_meta":{"io.modelcontextprotocol/clientInfo":{"name":"t","version":"1"},`, 1), h(get), true},
-		{"requestState", "alice", strings.Replace(modernCall("27", get, `{"id":"c-1"}`), `"_meta":{`, `"requestState":"s","_meta":{`, 1), h(get), false},
-		{"inputResponses", "alice", strings.Replace(modernCall("28", get, `{"id":"c-1"}`), `"_meta":{`, `"inputResponses":{},"_meta":{`, 1), h(get), false},
-		{"task", "alice", strings.Replace(modernCall("29", get, `{"id":"c-1"}`), `"_meta":{`, `"task":{},"_meta":{`, 1), h(get), false},
-		{"folded member name", "alice", strings.Replace(modernCall("30", get, `{"id":"c-1"}`), `"method"`, `"Method"`, 1), h(get), false},
-		{"duplicate member", "alice", strings.Replace(modernCall("31", get, `{"id":"c-1"}`), `"jsonrpc":"2.0"`, `"jsonrpc":"2.0","jsonrpc":"2.0"`, 1), h(get), false},
-		{"result member", "alice", strings.Replace(modernCall("32", get, `{"id":"c-1"}`), `"jsonrpc":"2.0"`, `"jsonrpc":"2.0","result":{}`, 1), h(get), false},
-		{"wrong jsonrpc", "alice", strings.Replace(modernCall("33", get, `{"id":"c-1"}`), `"2.0"`, `"1.0"`, 1), h(get), false},
-		{"trailing garbage", "alice", modernCall("34", get, `{"id":"c-1"}`) + `x`, h(get), false},
-		{"batch", "alice", `[` + modernCall("35", get, `{"id":"c-1"}`) + `]`, h(get), false},
-		{"foreign Host", "alice", modernCall("36", get, `{"id":"c-1"}`), with(h(get), "Host", "evil.example"), false},
-		{"no token", "", modernCall("37", get, `{"id":"c-1"}`), h(get), false},
+		{"good call", "alice", modernCall("1", get, `{"id":"c-1"}`), h(get), true, ""},
+		{"string id", "alice", modernCall(`"req-é\u00e9<&>"`, get, `{"id":"c-2"}`), h(get), true, ""},
+		{"negative id", "alice", modernCall("-42", get, `{"id":"c-1"}`), h(get), true, ""},
+		{"zero id", "alice", modernCall("0", get, `{"id":"c-1"}`), h(get), true, ""},
+		{"largest fast id", "alice", modernCall("999999999999999", get, `{"id":"c-1"}`), h(get), true, ""},
+		{"very large id", "alice", modernCall("123456789012345678901234567890", get, `{"id":"c-1"}`), h(get), false, ""},
+		{"id past 2^53", "alice", modernCall("9007199254740993", get, `{"id":"c-1"}`), h(get), false, ""},
+		{"fractional id", "alice", modernCall("1.5", get, `{"id":"c-1"}`), h(get), false, ""},
+		{"exponent id", "alice", modernCall("1e3", get, `{"id":"c-1"}`), h(get), false, ""},
+		{"negative zero id", "alice", modernCall("-0", get, `{"id":"c-1"}`), h(get), false, ""},
+		{"null id", "alice", modernCall("null", get, `{"id":"c-1"}`), h(get), false, ""},
+		{"object id", "alice", modernCall(`{"a":1}`, get, `{"id":"c-1"}`), h(get), false, ""},
+		{"notification", "alice", `{"jsonrpc":"2.0","method":"tools/call","params":{"name":"crm_get_customer","arguments":{"id":"c-1"},` + modernMeta + `}}`, h(get), false, ""},
+		{"escaped text in result", "alice", modernCall("2", get, `{"id":"<a href=\"x\">&\u2028"}`), h(get), true, ""},
+		{"charset content type", "alice", modernCall("3", get, `{"id":"c-3"}`), with(h(get), "Content-Type", "application/json; charset=utf-8"), true, ""},
+		{"wrong content type", "alice", modernCall("3", get, `{"id":"c-3"}`), with(h(get), "Content-Type", "text/plain"), false, ""},
+		{"array result", "alice", modernCall("4", "crm_list", `{}`), h("crm_list"), true, ""},
+		{"upstream 502 html", "alice", modernCall("5", "crm_page", `{}`), h("crm_page"), true, ""},
+		{"binary result", "alice", modernCall("6", "crm_blob", `{}`), h("crm_blob"), true, ""},
+		{"no arguments", "alice", `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"crm_list",` + modernMeta + `}}`, h("crm_list"), true, ""},
+		{"arguments not an object", "alice", modernCall("8", get, `"c-1"`), h(get), true, ""},
+		{"missing path argument", "alice", modernCall("9", get, `{}`), h(get), true, ""},
+		{"denied tool", "alice", modernCall("10", "crm_issue_refund", `{}`), h("crm_issue_refund"), true, ""},
+		{"delegation outside its scopes", "deleg", modernCall("11", "crm_list", `{}`), h("crm_list"), true, ""},
+		{"unknown tool", "alice", modernCall("12", "crm_nope", `{}`), h("crm_nope"), false, ""},
+		{"params not an object", "alice", `{"jsonrpc":"2.0","id":13,"method":"tools/call","params":[1]}`, h(get), false, ""},
+		{"name not a string", "alice", `{"jsonrpc":"2.0","id":14,"method":"tools/call","params":{"name":7,` + modernMeta + `}}`, h(get), false, ""},
+		{"wrong Mcp-Name", "alice", modernCall("15", get, `{"id":"c-1"}`), with(h(get), "Mcp-Name", "crm_list"), false, ""},
+		{"missing Mcp-Name", "alice", modernCall("16", get, `{"id":"c-1"}`), with(h(get), "Mcp-Name", ""), false, ""},
+		{"base64 Mcp-Name", "alice", modernCall("17", get, `{"id":"c-1"}`), with(h(get), "Mcp-Name", "=?base64?Y3JtX2dldF9jdXN0b21lcg==?="), true, ""},
+		{"wrong Mcp-Method", "alice", modernCall("18", get, `{"id":"c-1"}`), with(h(get), "Mcp-Method", "tools/list"), false, ""},
+		{"missing Mcp-Method", "alice", modernCall("19", get, `{"id":"c-1"}`), with(h(get), "Mcp-Method", ""), false, ""},
+		{"Last-Event-ID", "alice", modernCall("20", get, `{"id":"c-1"}`), with(h(get), "Last-Event-ID", "e-1"), false, ""},
+		{"missing _meta", "alice", `{"jsonrpc":"2.0","id":21,"method":"tools/call","params":{"name":"crm_get_customer","arguments":{"id":"c-1"}}}`, h(get), false, ""},
+		{"_meta without capabilities", "alice", `{"jsonrpc":"2.0","id":22,"method":"tools/call","params":{"name":"crm_get_customer","arguments":{"id":"c-1"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`, h(get), false, ""},
+		{"_meta version mismatch", "alice", strings.Replace(modernCall("23", get, `{"id":"c-1"}`), `"2026-07-28"`, `"2025-11-25"`, 1), h(get), false, ""},
+		{"progress token", "alice", strings.Replace(modernCall("24", get, `{"id":"c-1"}`), `"_meta":{`, `"_meta":{"progressToken":"p-1",`, 1), h(get), false, ""},
+		{"other _meta key", "alice", strings.Replace(modernCall("25", get, `{"id":"c-1"}`), `"_meta":{`, `"_meta":{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",`, 1), h(get), false, ""},
+		{"client info", "alice", strings.Replace(modernCall("26", get, `{"id":"c-1"}`), `"_meta":{`, `"_meta":{"io.modelcontextprotocol/clientInfo":{"name":"t","version":"1"},`, 1), h(get), true, ""},
+		{"requestState", "alice", strings.Replace(modernCall("27", get, `{"id":"c-1"}`), `"_meta":{`, `"requestState":"s","_meta":{`, 1), h(get), false, ""},
+		{"inputResponses", "alice", strings.Replace(modernCall("28", get, `{"id":"c-1"}`), `"_meta":{`, `"inputResponses":{},"_meta":{`, 1), h(get), false, ""},
+		{"task", "alice", strings.Replace(modernCall("29", get, `{"id":"c-1"}`), `"_meta":{`, `"task":{},"_meta":{`, 1), h(get), false, ""},
+		{"folded member name", "alice", strings.Replace(modernCall("30", get, `{"id":"c-1"}`), `"method"`, `"Method"`, 1), h(get), false, ""},
+		{"duplicate member", "alice", strings.Replace(modernCall("31", get, `{"id":"c-1"}`), `"jsonrpc":"2.0"`, `"jsonrpc":"2.0","jsonrpc":"2.0"`, 1), h(get), false, ""},
+		{"result member", "alice", strings.Replace(modernCall("32", get, `{"id":"c-1"}`), `"jsonrpc":"2.0"`, `"jsonrpc":"2.0","result":{}`, 1), h(get), false, ""},
+		{"wrong jsonrpc", "alice", strings.Replace(modernCall("33", get, `{"id":"c-1"}`), `"2.0"`, `"1.0"`, 1), h(get), false, ""},
+		{"trailing garbage", "alice", modernCall("34", get, `{"id":"c-1"}`) + `x`, h(get), false, ""},
+		{"batch", "alice", `[` + modernCall("35", get, `{"id":"c-1"}`) + `]`, h(get), false, ""},
+		{"foreign Host", "alice", modernCall("36", get, `{"id":"c-1"}`), with(h(get), "Host", "evil.example"), false, ""},
+		{"no token", "", modernCall("37", get, `{"id":"c-1"}`), h(get), false, ""},
 		{"legacy session call", "alice", `{"jsonrpc":"2.0","id":38,"method":"tools/call","params":{"name":"crm_get_customer","arguments":{"id":"c-1"}}}`,
-			map[string]string{"Mcp-Session-Id": sid, "Mcp-Protocol-Version": "2025-06-18"}, false},
-		{"legacy header, modern body", "alice", modernCall("39", get, `{"id":"c-1"}`), with(h(get), "Mcp-Protocol-Version", "2025-06-18"), false},
+			map[string]string{"Mcp-Session-Id": sid, "Mcp-Protocol-Version": "2025-06-18"}, false, ""},
+		{"legacy header, modern body", "alice", modernCall("39", get, `{"id":"c-1"}`), with(h(get), "Mcp-Protocol-Version", "2025-06-18"), false, ""},
 	}
 }
 
@@ -190,8 +191,22 @@ func TestFastCallDifferentialApproval(t *testing.T) {
 	urlCaps := strings.Replace(modernCall("1", "crm_issue_refund", `{"amount":5}`), `"io.modelcontextprotocol/clientCapabilities":{}`,
 		`"io.modelcontextprotocol/clientCapabilities":{"elicitation":{"url":{}}}`, 1)
 	diffFastCall(t, f, []fastCase{
-		{"approval pending, URL elicitation", "bob", urlCaps, modernHeaders("crm_issue_refund"), true},
-		{"approval pending, no elicitation", "bob", modernCall("2", "crm_issue_refund", `{"amount":6}`), modernHeaders("crm_issue_refund"), true},
+		{"approval pending, URL elicitation", "bob", urlCaps, modernHeaders("crm_issue_refund"), true, ""},
+		{"approval pending, no elicitation", "bob", modernCall("2", "crm_issue_refund", `{"amount":6}`), modernHeaders("crm_issue_refund"), true, ""},
+	})
+}
+
+// TestFastCallDifferentialPreview: a preview environment's calls take the
+// fast path with the preview's catalogue, policy and audit label.
+func TestFastCallDifferentialPreview(t *testing.T) {
+	f, _, _, _ := openPreview(t)
+	const pv = "/env/pr-1/mcp"
+	diffFastCall(t, f, []fastCase{
+		{"preview tool", "pv-alice", modernCall("1", "crm_branch_only", `{}`), modernHeaders("crm_branch_only"), true, pv},
+		{"preview call of a shared name", "pv-alice", modernCall("2", "crm_get_customer", `{"id":"c-1"}`), modernHeaders("crm_get_customer"), true, pv},
+		{"production tool absent from the preview", "pv-alice", modernCall("3", "crm_list", `{}`), modernHeaders("crm_list"), false, pv},
+		{"production token at the preview", "alice", modernCall("4", "crm_branch_only", `{}`), modernHeaders("crm_branch_only"), false, pv},
+		{"preview-only tool at production", "alice", modernCall("5", "crm_branch_only", `{}`), modernHeaders("crm_branch_only"), false, ""},
 	})
 }
 
@@ -206,7 +221,11 @@ func diffFastCall(t *testing.T, f *fixture, cases []fastCase) {
 			run := func(off bool) (outcome, []auditView, bool) {
 				f.srv.fastCallOff.Store(off)
 				before, served := len(f.audit.records()), f.srv.fastServed.Load()
-				resp, body := rawDo(t, http.MethodPost, f.url+"/mcp", c.token, c.body, c.hdr)
+				path := c.path
+				if path == "" {
+					path = "/mcp"
+				}
+				resp, body := rawDo(t, http.MethodPost, f.url+path, c.token, c.body, c.hdr)
 				return normalise(resp, body), viewOf(f.audit.records()[before:]), f.srv.fastServed.Load() != served
 			}
 			fastOut, fastAudit, taken := run(false)
