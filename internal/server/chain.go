@@ -23,7 +23,11 @@ import (
 //	requestID      every request gets an id (echoed as X-Request-Id, logged)
 //	accessLog      one line per request: method, path, status, duration
 //	limitBody      bodies over maxBodyBytes are refused with 413 before parsing
-//	authenticate   bearer token → Principal, or 401 with WWW-Authenticate
+//	routeEnv       /mcp is production, /env/{name}/mcp a live preview (404
+//	               unknown, 401 "environment retired"); the environment
+//	               rides in the context for everything below
+//	authenticate   bearer token → Principal, or 401 with WWW-Authenticate;
+//	               the token must be for the request's environment
 //	bindSession    a legacy Mcp-Session-Id must belong to that Principal
 //	mcp-go         JSON-RPC; tools/call runs the pipeline in pipeline.go
 //
