@@ -92,6 +92,9 @@ func (s *Server) edge(next http.Handler) http.Handler {
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		r.ContentLength = int64(len(body))
+		if s.relayCancel(w, r, body, msg.Method, len(msg.ID) > 0, next) { // it may name a fast-path call (fastcall.go)
+			return
+		}
 		next.ServeHTTP(w, r)
 	})
 }

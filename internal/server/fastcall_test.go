@@ -210,6 +210,70 @@ func TestFastCallDifferentialPreview(t *testing.T) {
 	})
 }
 
+// TestFastCallCancelledByNotification: a 2026-07-28 notifications/cancelled
+// naming a call in flight ends it on the fast path as it does in mcp-go
+// (whose in-flight table the fast path's calls are not in): same answer,
+// same audit record.
+func TestFastCallCancelledByNotification(t *testing.T) {
+	started := make(chan struct{}, 1)
+	f := newFixture(t, fixtureOpts{policy: allowAll{}, wrapUpstream: func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/customers/block" {
+				h.ServeHTTP(w, r)
+				return
+			}
+			started <- struct{}{}
+			select {
+			case <-r.Context().Done(): // the gateway gave up the call
+			case <-time.After(10 * time.Second): // never cancelled: answered, and the test fails below
+				w.Header().Set("Content-Type", "application/json")
+				fmt.Fprint(w, `{"customer_id":"block","note":"not cancelled"}`)
+			}
+		})
+	}})
+	cancelNote := `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":77,"reason":"user gave up"}}`
+	run := func(off bool) (outcome, []auditView, bool) {
+		f.srv.fastCallOff.Store(off)
+		defer f.srv.fastCallOff.Store(false)
+		before, served := len(f.audit.records()), f.srv.fastServed.Load()
+		type answer struct {
+			resp *http.Response
+			body string
+		}
+		done := make(chan answer, 1)
+		go func() {
+			resp, body, err := tryDo(f.url+"/mcp", "alice", modernCall("77", "crm_get_customer", `{"id":"block"}`), modernHeaders("crm_get_customer"))
+			if err != nil {
+				t.Error(err)
+			}
+			done <- answer{resp, body}
+		}()
+		<-started
+		resp, body := rawDo(t, http.MethodPost, f.url+"/mcp", "bob", cancelNote,
+			map[string]string{"Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": "notifications/cancelled"})
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("notifications/cancelled: %d %s", resp.StatusCode, body)
+		}
+		a := <-done
+		return normalise(a.resp, a.body), viewOf(f.audit.records()[before:]), f.srv.fastServed.Load() != served
+	}
+	fastOut, fastAudit, taken := run(false)
+	slowOut, slowAudit, _ := run(true)
+	t.Logf("%s", fastOut)
+	if !taken {
+		t.Error("the fast path did not take the call")
+	}
+	if strings.Contains(fmt.Sprint(slowOut.body), "not cancelled") {
+		t.Fatalf("mcp-go did not cancel the call: %s", slowOut)
+	}
+	if fastOut.status != slowOut.status || !reflect.DeepEqual(fastOut.body, slowOut.body) {
+		t.Errorf("answers differ:\n fast: %s\n mcp-go: %s", fastOut, slowOut)
+	}
+	if !reflect.DeepEqual(fastAudit, slowAudit) {
+		t.Errorf("audit records differ:\n fast: %+v\n mcp-go: %+v", fastAudit, slowAudit)
+	}
+}
+
 // diffFastCall runs each request through the server with the fast path
 // on and off: the status, the headers a client reads, the JSON body and
 // the audit records must be the same, and the fast path must have

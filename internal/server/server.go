@@ -174,6 +174,7 @@ type Server struct {
 	fastMeta      []byte
 	fastGuardOnce sync.Once
 	fastGuard     bool
+	fastInflight  sync.Map // fastInflightKey → context.CancelFunc
 }
 
 // New builds the server. It does no network work.

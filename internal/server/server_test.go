@@ -120,6 +120,8 @@ type fixtureOpts struct {
 	identity  Asserter
 	authn     Authenticator // default: principals
 	approvals Approvals
+	// wrapUpstream, when set, wraps the upstream API's handler.
+	wrapUpstream func(http.Handler) http.Handler
 }
 
 var principals = fakeAuthn{
@@ -168,7 +170,11 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Write([]byte{0, 1, 2, 0xff, 0xfe})
 	})
-	upstream := httptest.NewServer(up)
+	var uh http.Handler = up
+	if o.wrapUpstream != nil {
+		uh = o.wrapUpstream(up)
+	}
+	upstream := httptest.NewServer(uh)
 	t.Cleanup(upstream.Close)
 
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`listen: 127.0.0.1:1
