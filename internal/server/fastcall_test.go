@@ -110,6 +110,7 @@ func fastCases(sid string) []fastCase {
 	return []fastCase{
 		{"good call", "alice", modernCall("1", get, `{"id":"c-1"}`), h(get), true, ""},
 		{"string id", "alice", modernCall(`"req-é\u00e9<&>"`, get, `{"id":"c-2"}`), h(get), true, ""},
+		{"empty string id", "alice", modernCall(`""`, get, `{"id":"c-1"}`), h(get), true, ""},
 		{"negative id", "alice", modernCall("-42", get, `{"id":"c-1"}`), h(get), true, ""},
 		{"zero id", "alice", modernCall("0", get, `{"id":"c-1"}`), h(get), true, ""},
 		{"largest fast id", "alice", modernCall("999999999999999", get, `{"id":"c-1"}`), h(get), true, ""},
