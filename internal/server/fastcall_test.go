@@ -437,3 +437,23 @@ func FuzzAppendJSONString(f *testing.F) {
 		}
 	})
 }
+
+// TestFastCallTakesClientCalls: the tools/call of the mcp-go client in its
+// default (2026-07-28) era takes the fast path, and its answer reads as
+// the same result as through mcp-go.
+func TestFastCallTakesClientCalls(t *testing.T) {
+	f := fastFixture(t)
+	c := f.client(t, "alice")
+	served := f.srv.fastServed.Load()
+	fast := callT(t, c, "crm_get_customer", map[string]any{"id": "c-1"})
+	if f.srv.fastServed.Load() == served {
+		t.Fatal("the mcp-go client's tools/call did not take the fast path")
+	}
+	f.srv.fastCallOff.Store(true)
+	defer f.srv.fastCallOff.Store(false)
+	slow := callT(t, c, "crm_get_customer", map[string]any{"id": "c-1"})
+	if !reflect.DeepEqual(fast.Content, slow.Content) || !reflect.DeepEqual(fast.StructuredContent, slow.StructuredContent) ||
+		fast.IsError != slow.IsError || fast.ResultType != slow.ResultType {
+		t.Errorf("the client read different results:\n fast: %+v\n mcp-go: %+v", fast, slow)
+	}
+}
