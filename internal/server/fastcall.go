@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -288,20 +289,21 @@ func fastRequestID(raw json.RawMessage) mcp.RequestId {
 	return id
 }
 
-// writeFastError answers a handler error as mcp-go's handlerError does for
-// a 2026-07-28 request: -32603 with the error's text (a URL elicitation
-// is asked through a multi round trip in this revision, not -32042).
+// writeFastError answers a handler error as mcp-go's handlerError does
+// for a 2026-07-28 request: a URL elicitation (asked through a multi
+// round trip in this revision, not -32042) and any error not marked with
+// mcpserver.NewHandlerError are -32603 with the error's text; a marked one
+// keeps its own code, message and data. The pipeline returns none of them
+// for an OpenAPI tool; this is for a panic, and should that ever change.
 func (s *Server) writeFastError(w http.ResponseWriter, id json.RawMessage, err error) {
 	details := mcp.NewJSONRPCErrorDetails(mcp.INTERNAL_ERROR, err.Error(), nil)
-	var provider mcpserver.JSONRPCErrorProvider
 	var required mcp.URLElicitationRequiredError
-	if errors.As(err, &provider) && !errors.As(err, &required) {
-		// A handler error mcp-go may expose with its own code (see
-		// mcpserver.NewHandlerError). The pipeline returns none for an
-		// OpenAPI tool in this revision; answered as mcp-go answers an
-		// exposed one, and logged, should that ever change.
-		s.log.Warn("tools/call fast path: typed handler error", "err", err)
-		details = provider.JSONRPCError().Error
+	var requiredPtr *mcp.URLElicitationRequiredError
+	if !errors.As(err, &required) && !(errors.As(err, &requiredPtr) && requiredPtr != nil) {
+		if p, ok := exposedProvider(err); ok {
+			d := p.JSONRPCError().Error
+			details = mcp.NewJSONRPCErrorDetails(d.Code, d.Message, d.Data)
+		}
 	}
 	status := http.StatusOK
 	switch details.Code {
@@ -312,6 +314,35 @@ func (s *Server) writeFastError(w http.ResponseWriter, id json.RawMessage, err e
 		status = http.StatusBadRequest
 	}
 	s.writeFastJSON(w, status, mcp.JSONRPCError{JSONRPC: mcp.JSONRPC_VERSION, ID: fastRequestID(id), Error: details})
+}
+
+// exposedType is the (unexported) type of mcpserver.NewHandlerError's
+// errors, which mcp-go answers with their own code.
+var exposedType = reflect.TypeOf(mcpserver.NewHandlerError(rpcErr{code: mcp.INTERNAL_ERROR, msg: "probe"}))
+
+// exposedProvider finds, in errors.As order (depth first), the first
+// error of exposedType in err's tree and returns the provider it wraps.
+func exposedProvider(err error) (mcpserver.JSONRPCErrorProvider, bool) {
+	for err != nil {
+		if reflect.TypeOf(err) == exposedType {
+			p, ok := errors.Unwrap(err).(mcpserver.JSONRPCErrorProvider)
+			return p, ok
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() error }:
+			err = u.Unwrap()
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				if p, ok := exposedProvider(e); ok {
+					return p, true
+				}
+			}
+			return nil, false
+		default:
+			return nil, false
+		}
+	}
+	return nil, false
 }
 
 // writeFastJSON writes msg as mcp-go's handlePost does.

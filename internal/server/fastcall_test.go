@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	mcpserver "github.com/mark3labs/mcp-go/server"
 
 	"github.com/agentharness/harness/internal/approvals"
 	"github.com/agentharness/harness/internal/audit"
@@ -455,5 +459,48 @@ func TestFastCallTakesClientCalls(t *testing.T) {
 	if !reflect.DeepEqual(fast.Content, slow.Content) || !reflect.DeepEqual(fast.StructuredContent, slow.StructuredContent) ||
 		fast.IsError != slow.IsError || fast.ResultType != slow.ResultType {
 		t.Errorf("the client read different results:\n fast: %+v\n mcp-go: %+v", fast, slow)
+	}
+}
+
+// TestFastCallHandlerErrors: whatever the tool handler returns — a panic,
+// an error, an error marked for exposure with its code, an unmarked typed
+// one, a URL elicitation, no result at all — the fast path answers as
+// mcp-go does. The pipeline returns none of these for an OpenAPI tool;
+// the handler is swapped in mcp-go's own table, which both paths call.
+func TestFastCallHandlerErrors(t *testing.T) {
+	f := fastFixture(t)
+	e := f.srv.prod
+	tool, _, ok := e.catalog.Lookup("crm_get_customer")
+	if !ok {
+		t.Fatal("no crm_get_customer")
+	}
+	call := modernCall("9", "crm_get_customer", `{"id":"c-1"}`)
+	for _, h := range []struct {
+		name string
+		fn   mcpserver.ToolHandlerFunc
+	}{
+		{"panic", func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) { panic("boom") }},
+		{"plain error", func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return nil, errors.New("upstream exploded")
+		}},
+		{"exposed typed error", func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return nil, fmt.Errorf("wrapped: %w", mcpserver.NewHandlerError(rpcErr{code: mcp.INVALID_PARAMS, msg: "invalid params: nope"}))
+		}},
+		{"unexposed typed error", func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return nil, rpcErr{code: mcp.INVALID_PARAMS, msg: "invalid params: hidden"}
+		}},
+		{"URL elicitation", func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return nil, mcp.URLElicitationRequiredError{Elicitations: []mcp.ElicitationParams{{Mode: mcp.ElicitationModeURL, ElicitationID: "x", URL: "http://a/x", Message: "go"}}}
+		}},
+		{"no result", func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) { return nil, nil }},
+		{"image content", func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return &mcp.CallToolResult{Content: []mcp.Content{mcp.NewImageContent("aGk=", "image/png")}}, nil
+		}},
+		{"invalid structured content", func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return &mcp.CallToolResult{Content: []mcp.Content{mcp.NewTextContent("x")}, StructuredContent: json.RawMessage(`{"a":`)}, nil
+		}},
+	} {
+		e.mcp.AddTool(mcpTool(tool), h.fn)
+		diffFastCall(t, f, []fastCase{{h.name, "alice", call, modernHeaders("crm_get_customer"), true, ""}})
 	}
 }
