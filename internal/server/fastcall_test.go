@@ -385,16 +385,28 @@ func outcomeClass(o outcome) string {
 }
 
 // BenchmarkToolsCall is one 2026-07-28 tools/call through the whole
-// handler chain and pipeline (an upstream answering about 1 KiB of JSON,
-// redacted, audited), answered by mcp-go and by the fast path. Compare
-// allocs/op and B/op (go test -bench ToolsCall -benchmem); timings on a
-// shared machine are noise.
+// handler chain and pipeline (a small request; an upstream answering
+// about 1 KiB of JSON, redacted, audited), answered by mcp-go and by the
+// fast path. Compare allocs/op and B/op (go test -bench ToolsCall
+// -benchmem); timings on a shared machine are noise. Instruction counts:
+// run each sub-benchmark under callgrind at two -benchtime counts
+// (GODEBUG=asyncpreemptoff=1 GOMAXPROCS=1) and divide the difference.
 func BenchmarkToolsCall(b *testing.B) {
+	record := `{"customer_id":"c-1","tenant_id":"acme","name":"Ada Lovelace","notes":"` + strings.Repeat("calls about the analytical engine; ", 26) + `"}`
 	f := newFixture(b, fixtureOpts{policy: allowAll{}, mutate: func(c *config.Config) {
 		c.RateLimit.Default = config.Rate{Requests: 1 << 40, Per: config.Duration(time.Hour)}
+	}, wrapUpstream: func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/customers/c-1" {
+				h.ServeHTTP(w, r)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, record)
+		})
 	}})
 	h := f.srv.Handler()
-	body := modernCall("7", "crm_get_customer", `{"id":"`+strings.Repeat("c", 900)+`"}`)
+	body := modernCall("7", "crm_get_customer", `{"id":"c-1"}`)
 	for _, mode := range []struct {
 		name string
 		off  bool
