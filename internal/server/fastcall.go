@@ -201,8 +201,10 @@ func (s *Server) planFastCall(r *http.Request, body []byte) (fastPlan, bool) {
 	if mcp.ValidateStandardHeadersFunc(r.Header.Get, version, mcp.MethodToolsCall, func() (string, bool) { return p.Name, true }) != nil {
 		return plan, false
 	}
+	// mcp-go's table as it is (no sync first): a tool it does not hold yet
+	// is mcp-go's to refuse; one the catalogue no longer has, mcp-go's to
+	// run into the pipeline's "no such tool".
 	e := s.envOf(r.Context())
-	s.syncTools(e)
 	st := e.mcp.GetTool(p.Name)
 	if st == nil || st.Handler == nil || st.Tool.Execution != nil || bytes.Contains(st.Tool.RawInputSchema, []byte("x-mcp-header")) {
 		return plan, false
