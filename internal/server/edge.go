@@ -62,6 +62,9 @@ func (s *Server) edge(next http.Handler) http.Handler {
 			s.serveBatch(w, r, body, version, hasSession, next)
 			return
 		}
+		if s.fastCall(w, r, body) { // a 2026-07-28 tools/call it can answer (fastcall.go)
+			return
+		}
 		var msg struct {
 			ID     json.RawMessage `json:"id"`
 			Method string          `json:"method"`
@@ -89,6 +92,9 @@ func (s *Server) edge(next http.Handler) http.Handler {
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		r.ContentLength = int64(len(body))
+		if s.relayCancel(w, r, body, msg.Method, len(msg.ID) > 0, next) { // it may name a fast-path call (fastcall.go)
+			return
+		}
 		next.ServeHTTP(w, r)
 	})
 }

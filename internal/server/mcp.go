@@ -20,6 +20,12 @@ import (
 // serves both protocol eras on one endpoint: the stateless 2026-07-28
 // revision and the session-based 2025-03-26…2025-11-25 revisions, whose
 // sessions this server binds to principals (session.go).
+//
+// fastcall.go answers most 2026-07-28 tools/call requests itself, as
+// mcp-go answers them with exactly these options and hooks: an option,
+// hook or tool middleware that acts on tools/call (filters, validators,
+// result limits, tracing, logging…) must be mirrored there or make it
+// step aside (TestFastCallDifferential compares the two).
 func (s *Server) newMCP(e *env) *mcpserver.StreamableHTTPServer {
 	hooks := &mcpserver.Hooks{}
 	hooks.AddAfterListTools(s.filterList)

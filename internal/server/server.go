@@ -167,6 +167,14 @@ type Server struct {
 	handler  http.Handler
 	auditErr atomic.Pointer[error]
 	refusals refusalBook
+	// The tools/call fast path (fastcall.go); fastCallOff turns it off.
+	fastCallOff   atomic.Bool
+	fastServed    atomic.Uint64 // calls the fast path answered
+	fastMetaOnce  sync.Once
+	fastMeta      []byte
+	fastGuardOnce sync.Once
+	fastGuard     bool
+	fastInflight  sync.Map // fastInflightKey → context.CancelFunc
 }
 
 // New builds the server. It does no network work.

@@ -112,13 +112,16 @@ type fixture struct {
 }
 
 type fixtureOpts struct {
-	policy   Decider
-	limiter  ratelimit.Limiter
-	mutate   func(*config.Config)
-	tel      Telemetry
-	security func(AuditLog) SecurityEvents // built on the fixture's audit
-	identity Asserter
-	authn    Authenticator // default: principals
+	policy    Decider
+	limiter   ratelimit.Limiter
+	mutate    func(*config.Config)
+	tel       Telemetry
+	security  func(AuditLog) SecurityEvents // built on the fixture's audit
+	identity  Asserter
+	authn     Authenticator // default: principals
+	approvals Approvals
+	// wrapUpstream, when set, wraps the upstream API's handler.
+	wrapUpstream func(http.Handler) http.Handler
 }
 
 var principals = fakeAuthn{
@@ -140,7 +143,7 @@ var principals = fakeAuthn{
 	"victim":   {Issuer: "https://idp.test", Subject: "victim", Roles: []string{"admin"}, Agent: "x|copilot", Claims: map[string]any{}},
 }
 
-func newFixture(t *testing.T, o fixtureOpts) *fixture {
+func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	t.Helper()
 	var hits atomic.Int64
 	up := http.NewServeMux()
@@ -167,7 +170,11 @@ func newFixture(t *testing.T, o fixtureOpts) *fixture {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Write([]byte{0, 1, 2, 0xff, 0xfe})
 	})
-	upstream := httptest.NewServer(up)
+	var uh http.Handler = up
+	if o.wrapUpstream != nil {
+		uh = o.wrapUpstream(up)
+	}
+	upstream := httptest.NewServer(uh)
 	t.Cleanup(upstream.Close)
 
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`listen: 127.0.0.1:1
@@ -209,7 +216,7 @@ upstreams: [{name: crm, base_url: %q, openapi: %q}]
 	srv, err := New(Options{
 		Config: cfg, Authn: an, Catalog: cat, Policy: o.policy, Limiter: o.limiter,
 		Sessions: st, Audit: rec, Client: upstream.Client(), Revocations: st, Telemetry: o.tel, Security: sec,
-		Identity: o.identity,
+		Identity: o.identity, Approvals: o.approvals,
 	})
 	if err != nil {
 		t.Fatal(err)

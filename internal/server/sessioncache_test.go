@@ -14,7 +14,7 @@ import (
 )
 
 // watch runs srv's session watch for the test and waits until it is live.
-func watch(t *testing.T, srv *Server) {
+func watch(t testing.TB, srv *Server) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
