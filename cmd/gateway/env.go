@@ -604,6 +604,24 @@ func readBundle(path string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--policy-bundle %s: %w", path, err)
 	}
+	// Modules are named relative to the directory, as `opa build` names
+	// them: the runner's paths stay out of the bundle and its errors.
+	root, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("--policy-bundle: %w", err)
+	}
+	for i := range b.Modules {
+		m := &b.Modules[i]
+		abs, err := filepath.Abs(m.Path)
+		if err != nil {
+			return nil, fmt.Errorf("--policy-bundle: %w", err)
+		}
+		rel, err := filepath.Rel(root, abs)
+		if err != nil || strings.HasPrefix(rel, "..") {
+			return nil, fmt.Errorf("--policy-bundle %s: module %s lies outside the directory", path, m.Path)
+		}
+		m.Path, m.URL = filepath.ToSlash(rel), filepath.ToSlash(rel)
+	}
 	var buf bytes.Buffer
 	if err := bundle.NewWriter(&buf).UseModulePath(false).Write(*b); err != nil {
 		return nil, fmt.Errorf("--policy-bundle %s: writing the bundle: %w", path, err)

@@ -362,7 +362,8 @@ func TestEnvPolicyBundle(t *testing.T) {
 
 	dir := t.TempDir()
 	os.MkdirAll(filepath.Join(dir, "testdata"), 0o755)
-	os.WriteFile(filepath.Join(dir, "harness.rego"), []byte("package harness\n\ndecision := {\"allow\": true}\n"), 0o600)
+	os.MkdirAll(filepath.Join(dir, "sub"), 0o755)
+	os.WriteFile(filepath.Join(dir, "sub", "harness.rego"), []byte("package harness\n\ndecision := {\"allow\": true}\n"), 0o600)
 	os.WriteFile(filepath.Join(dir, "harness_test.rego"), []byte("package harness\n\ntest_x if { true }\n"), 0o600)
 	os.WriteFile(filepath.Join(dir, "data.json"), []byte(`{"roles":{"admin":["alice"]}}`), 0o600)
 	os.WriteFile(filepath.Join(dir, "testdata", "input.json"), []byte(`{"x":1}`), 0o600)
@@ -378,8 +379,8 @@ func TestEnvPolicyBundle(t *testing.T) {
 	for _, m := range b.Modules {
 		modules = append(modules, m.Path)
 	}
-	if len(modules) != 1 || !strings.HasSuffix(modules[0], "harness.rego") {
-		t.Errorf("modules = %v, want harness.rego only", modules)
+	if len(modules) != 1 || strings.TrimPrefix(modules[0], "/") != "sub/harness.rego" {
+		t.Errorf("modules = %v, want sub/harness.rego only, named relative to the directory", modules)
 	}
 	if diff := diffJSON(map[string]any{"roles": map[string]any{"admin": []any{"alice"}}}, b.Data); diff != "" {
 		t.Errorf("data (want, got):\n%s", diff)
