@@ -41,6 +41,7 @@ const (
 
 type previewStack struct {
 	iss, ci      *devissuer.Issuer // the humans' IdP; GitHub Actions
+	gitlab       *devissuer.Issuer // GitLab CI
 	public       string            // the shared public_url (nothing listens there)
 	a, b         *gateway
 	prod, branch string // FastAPI base URLs
@@ -108,7 +109,7 @@ func startFastAPILogged(t testing.TB, name string, env ...string) (string, *sync
 
 func startPreviewStack(t *testing.T) *previewStack {
 	t.Helper()
-	ps := &previewStack{iss: startIssuer(t), ci: startIssuer(t), public: "http://" + freeAddr(t), dir: t.TempDir()}
+	ps := &previewStack{iss: startIssuer(t), ci: startIssuer(t), gitlab: startIssuer(t), public: "http://" + freeAddr(t), dir: t.TempDir()}
 	redis := redistest.StartServer(t)
 	aAddr, bAddr := freeAddr(t), freeAddr(t)
 	ps.prod, ps.prodLogs = startFastAPILogged(t, "fastapi-production")
@@ -140,6 +141,9 @@ environments:
     - issuer: %q
       audiences: [%q]
       claims: {repository: %q, event_name: pull_request}
+    - issuer: %q
+      audiences: [%q]
+      claims: {project_path: %q, pipeline_source: merge_request_event}
   admin_roles: [platform-admin]
   allowed_upstreams: [%q]
   github_webhook_secret: %q
@@ -147,7 +151,7 @@ environments:
   max_ttl: 2h
   max: 5
 `, addr, ps.public, ps.iss.URL(), redis.URL(), ps.prod, ps.prod+"/openapi.json", filepath.Join(dir, "audit.log"),
-			ps.ci.URL(), ps.public, previewRepo, ps.branch, previewWebhookSecret)
+			ps.ci.URL(), ps.public, previewRepo, ps.gitlab.URL(), ps.public, previewRepo, ps.branch, previewWebhookSecret)
 	}
 	aDir, bDir := t.TempDir(), t.TempDir()
 	ps.a = startGatewayAt(t, aAddr, aDir, cfg(aAddr, aDir))
@@ -626,6 +630,31 @@ func TestPreviewEnvironments(t *testing.T) {
 				}
 				return ""
 			})
+		}
+	})
+
+	t.Run("gitlab", func(t *testing.T) {
+		mint := func(project string) string {
+			tok, err := ps.gitlab.Mint(devissuer.GitLabCIClaims(devissuer.GitLabCI{
+				ProjectPath: project, UserLogin: "dora", Ref: previewBranch, Audience: ps.public,
+			}), 5*time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return writeToken(t, tok)
+		}
+		if _, errOut, code := create(ps.a.URL, "mr-7", mint("evil/crm"), "--pr", "7", "--upstream", branchUp); code != 1 || !strings.Contains(errOut, "403") {
+			t.Errorf("GitLab token of another project: exit %d, %q", code, errOut)
+		}
+		tok := mint(previewRepo)
+		if _, errOut, code := create(ps.a.URL, "mr-7", tok, "--pr", "7", "--upstream", branchUp); code != 0 {
+			t.Fatalf("GitLab create: exit %d: %s", code, errOut)
+		}
+		if status, m := apiCall(t, http.MethodGet, ps.b.URL+"/environments/mr-7", strings.TrimSpace(readFile(t, tok)), nil); status != http.StatusOK || m["created_by"] != "dora" {
+			t.Errorf("GET mr-7: %d %v, want created_by dora (user_login)", status, m)
+		}
+		if out, errOut, code := envCLI(t, "retire", "mr-7", "--url", ps.b.URL, "--token-file", tok); code != 0 {
+			t.Errorf("GitLab retire: exit %d, %q %q", code, out, errOut)
 		}
 	})
 
