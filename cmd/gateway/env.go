@@ -50,8 +50,8 @@ const (
        [--branch B] [--pr N] [--repository OWNER/REPO] [--owner LOGIN]
        [--policy-bundle FILE.tar.gz|DIR] [--ttl D] [--json]
 
-PUT /environments/NAME. --upstream is repeatable: crm=https://crm.pr-42.preview.acme.internal
-(its OpenAPI at /openapi.json), crm=URL,openapi=URL, or docs=mcp:URL for an MCP upstream.
+PUT /environments/NAME. --upstream is repeatable: crm=URL (its OpenAPI document at
+URL/openapi.json, FastAPI's default), crm=URL,openapi=URL, or docs=mcp:URL for an MCP server.
 Prints the preview's MCP URL alone on the first line of stdout, details on stderr.`
 	envListSynopsis   = "env list --url GATEWAY --token-file F [--json]"
 	envRetireSynopsis = `env retire NAME --url GATEWAY --token-file F [--missing-ok] [--json]
@@ -218,7 +218,8 @@ type upstreamFlags map[string]envUpstream
 
 func (u upstreamFlags) String() string { return "" }
 
-// Set parses NAME=URL[,openapi=URL] or NAME=mcp:URL.
+// Set parses NAME=URL[,openapi=URL] or NAME=mcp:URL. Without openapi=, the
+// document is URL/openapi.json.
 func (u upstreamFlags) Set(v string) error {
 	name, rest, ok := strings.Cut(v, "=")
 	if !ok || rest == "" {
@@ -242,6 +243,7 @@ func (u upstreamFlags) Set(v string) error {
 			return err
 		}
 		up.BaseURL = base
+		up.OpenAPI = strings.TrimSuffix(base, "/") + "/openapi.json"
 		if hasSpec {
 			if err := checkUpstreamURL(name, openapi); err != nil {
 				return err

@@ -154,8 +154,8 @@ func TestEnvCreateEnvFallbacksAndJSON(t *testing.T) {
 	if len(reqs) != 1 || reqs[0].Auth != "Bearer "+testCIToken {
 		t.Fatalf("requests = %+v", reqs)
 	}
-	// Only what was given is sent.
-	wantBody := map[string]any{"upstreams": map[string]any{"crm": map[string]any{"base_url": "https://crm.example"}}}
+	// Only what was given is sent; the OpenAPI document defaults to URL/openapi.json.
+	wantBody := map[string]any{"upstreams": map[string]any{"crm": map[string]any{"base_url": "https://crm.example", "openapi": "https://crm.example/openapi.json"}}}
 	if diff := diffJSON(wantBody, reqs[0].Body); diff != "" {
 		t.Errorf("body (want, got):\n%s", diff)
 	}
