@@ -385,7 +385,8 @@ func TestPreviewEnvironments(t *testing.T) {
 			t.Errorf("broken bundle: exit %d, stdout %q, stderr %q; want exit 1, a 400 naming harness.rego:5", code, out, errOut)
 		}
 		for _, g := range []*gateway{ps.a, ps.b} {
-			if status, m := apiCall(t, http.MethodGet, g.URL+"/environments", ps.ciToken(t, previewRepo, 42), nil); status != http.StatusOK || len(m["environments"].([]any)) != 0 {
+			status, m := apiCall(t, http.MethodGet, g.URL+"/environments", ps.ciToken(t, previewRepo, 42), nil)
+			if envs, _ := m["environments"].([]any); status != http.StatusOK || len(envs) != 0 {
 				t.Fatalf("after refusals, GET /environments at %s = %d %v, want none", g.URL, status, m)
 			}
 		}
