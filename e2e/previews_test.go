@@ -676,11 +676,13 @@ func TestPreviewEnvironments(t *testing.T) {
 		}
 		if r := findRecord(recs, "pr-42", "retire"); r["reason"] == nil || r["reason"] == "" || !regexp.MustCompile(`(?i)webhook|pull request|closed`).MatchString(recordText(r)) {
 			t.Errorf("webhook retire record does not say why: %s", recordText(r))
+		} else if !strings.Contains(recordText(r), `"carol"`) {
+			t.Errorf("webhook retire record does not name who closed the pull request (carol): %s", recordText(r))
 		}
 		if r := findRecord(recs, "pr-43", "retire"); !strings.Contains(recordText(r), "platform-pat") {
 			t.Errorf("API retire record does not name the admin: %s", recordText(r))
 		}
-		if r := findRecord(recs, "pr-44", "expire"); r["reason"] == nil || r["reason"] == "" {
+		if r := findRecord(recs, "pr-44", "expire"); !regexp.MustCompile(`(?i)ttl|expire`).MatchString(fmt.Sprint(r["reason"])) {
 			t.Errorf("expire record does not say why: %s", recordText(r))
 		}
 		for _, r := range recs {

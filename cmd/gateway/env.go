@@ -538,6 +538,7 @@ func (c *envClient) do(ctx context.Context, method, path string, body []byte) (i
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	req.Header.Set("Accept", "application/json")
+	// The API audits a change made with this prefix as made by the CLI.
 	req.Header.Set("User-Agent", "harness-gateway/"+version)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")

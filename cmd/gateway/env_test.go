@@ -25,7 +25,7 @@ import (
 
 // recorded is one request the fake API saw.
 type recorded struct {
-	Method, Path, Auth, ContentType string
+	Method, Path, Auth, ContentType, UserAgent string
 	Body                            map[string]any
 }
 
@@ -44,7 +44,7 @@ func newEnvAPI(t *testing.T, status int, answer string) *envAPI {
 	a := &envAPI{status: status, answer: answer}
 	a.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		raw, _ := io.ReadAll(r.Body)
-		rec := recorded{Method: r.Method, Path: r.URL.Path, Auth: r.Header.Get("Authorization"), ContentType: r.Header.Get("Content-Type")}
+		rec := recorded{Method: r.Method, Path: r.URL.Path, Auth: r.Header.Get("Authorization"), ContentType: r.Header.Get("Content-Type"), UserAgent: r.Header.Get("User-Agent")}
 		if len(raw) > 0 {
 			if err := json.Unmarshal(raw, &rec.Body); err != nil {
 				t.Errorf("request body is not JSON: %v: %s", err, raw)
@@ -122,7 +122,7 @@ func TestEnvCreateRequest(t *testing.T) {
 		t.Error("the token was printed")
 	}
 	want := []recorded{{
-		Method: "PUT", Path: "/environments/pr-42", Auth: "Bearer " + testCIToken, ContentType: "application/json",
+		Method: "PUT", Path: "/environments/pr-42", Auth: "Bearer " + testCIToken, ContentType: "application/json", UserAgent: "harness-gateway/dev",
 		Body: map[string]any{
 			"branch": "feat-x", "pull_request": float64(42), "repository": "acme/crm", "owner": "alice", "ttl": "24h",
 			"upstreams": map[string]any{
