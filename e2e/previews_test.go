@@ -46,7 +46,6 @@ type previewStack struct {
 	a, b         *gateway
 	prod, branch string // FastAPI base URLs
 	prodLogs     *syncBuffer
-	dir          string
 }
 
 // mcpURL is the MCP endpoint of environment name at replica g ("" = production).
@@ -109,7 +108,7 @@ func startFastAPILogged(t testing.TB, name string, env ...string) (string, *sync
 
 func startPreviewStack(t *testing.T) *previewStack {
 	t.Helper()
-	ps := &previewStack{iss: startIssuer(t), ci: startIssuer(t), gitlab: startIssuer(t), public: "http://" + freeAddr(t), dir: t.TempDir()}
+	ps := &previewStack{iss: startIssuer(t), ci: startIssuer(t), gitlab: startIssuer(t), public: "http://" + freeAddr(t)}
 	redis := redistest.StartServer(t)
 	aAddr, bAddr := freeAddr(t), freeAddr(t)
 	ps.prod, ps.prodLogs = startFastAPILogged(t, "fastapi-production")
