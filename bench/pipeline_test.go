@@ -85,12 +85,14 @@ func wireInProcess(tb testing.TB, o wireOpts) *inProcess {
 // BenchmarkPipeline is one MCP tools/call through the whole in-process
 // gateway (client and server in this process; the upstream too), with the
 // full pipeline as `go run ./bench` configures it. Serial runs one caller;
-// Parallel runs GOMAXPROCS×4 callers, one MCP client each.
+// Parallel runs GOMAXPROCS×4 callers, one MCP client each. no-export is
+// the memory limiter with no OTLP endpoint: nothing is sampled, so no span
+// work at all.
 func BenchmarkPipeline(b *testing.B) {
 	for _, w := range []struct {
 		name string
 		o    wireOpts
-	}{{"full", wireOpts{redis: true, otlp: true}}, {"memory-limiter", wireOpts{otlp: true}}} {
+	}{{"full", wireOpts{redis: true, otlp: true}}, {"memory-limiter", wireOpts{otlp: true}}, {"no-export", wireOpts{}}} {
 		b.Run(w.name, func(b *testing.B) {
 			g := wireInProcess(b, w.o)
 			for _, er := range eras {

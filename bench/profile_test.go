@@ -18,6 +18,9 @@ Showing nodes accounting for 4.20s, 100% of 4.20s total
      0.02s  0.48%  1.43%      100ms  2.38%  encoding/json.(*decodeState).object
      10ms  0.24%  1.67%       20ms  0.48%  encoding/json.Marshal
      0.05s  1.19%  2.86%       50ms  1.19%  internal/runtime/syscall/linux.Syscall6
+         0     0%  2.86%       40ms  0.95%  github.com/agentharness/harness/internal/audit.(*Log).Write
+         0     0%  2.86%       20ms  0.71%  github.com/agentharness/harness/internal/audit.(*Log).writeBatch
+         0     0%  2.86%       20ms  0.48%  go.opentelemetry.io/otel/sdk/trace.(*tracer).Start
 `
 	res, err := parsePprofTop(out, 1000)
 	if err != nil {
@@ -26,16 +29,18 @@ Showing nodes accounting for 4.20s, 100% of 4.20s total
 	if res.total != 4200*time.Microsecond {
 		t.Errorf("total per call = %v, want 4.2ms", res.total)
 	}
-	if len(res.top) != 7 || res.top[1].name != "github.com/agentharness/harness/internal/server.(*Server).callTool" || res.top[1].perCall != 1500*time.Microsecond {
+	if len(res.top) != 10 || res.top[1].name != "github.com/agentharness/harness/internal/server.(*Server).callTool" || res.top[1].perCall != 1500*time.Microsecond {
 		t.Errorf("top = %+v", res.top)
 	}
 	want := map[string]time.Duration{
-		"whole request (HTTP server connection)": 3100 * time.Microsecond,
-		"tool pipeline (`callTool`)":             1500 * time.Microsecond,
-		"rate limiter (`internal/ratelimit`)":    450 * time.Microsecond, // the outermost, not the sum
-		"audit (`internal/audit`)":               0,
-		"own code of encoding/json":              30 * time.Microsecond, // flat, summed
-		"syscalls (own CPU, i.e. in the kernel)": 50 * time.Microsecond,
+		"whole request (HTTP server connection)":                             3100 * time.Microsecond,
+		"tool pipeline (`callTool`)":                                         1500 * time.Microsecond,
+		"rate limiter (`internal/ratelimit`)":                                450 * time.Microsecond, // the outermost, not the sum
+		"audit (`internal/audit`)":                                           40 * time.Microsecond,
+		"audit: the group write(2) of a batch of records (`Log.writeBatch`)": 20 * time.Microsecond,
+		"tracing: spans started (sampled calls only)":                        20 * time.Microsecond,
+		"own code of encoding/json":                                          30 * time.Microsecond, // flat, summed
+		"syscalls (own CPU, i.e. in the kernel)":                             50 * time.Microsecond,
 	}
 	for _, s := range res.stages {
 		if w, ok := want[s.name]; ok && s.perCall != w {

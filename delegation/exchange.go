@@ -45,6 +45,9 @@ var (
 	ErrTokenExpired = errors.New("delegation token expired")
 	// ErrRevoked: the token, or a grant it was narrowed from, was revoked.
 	ErrRevoked = errors.New("delegation revoked")
+	// ErrEnvironmentRetired: a token was asked for a preview environment
+	// that is not live (retired, or never created).
+	ErrEnvironmentRetired = errors.New("environment retired")
 )
 
 // Subject is a verified token as the gateway sees it: the human and, when
@@ -66,6 +69,18 @@ type Subject struct {
 	Claims map[string]any
 	// Delegation is non-nil when the token is one of our delegation tokens.
 	Delegation *Grant
+	// Resource is the protected resource of the preview environment the
+	// token is confined to ("" for production): a verified token issued
+	// only for a preview has it set, and a token issued for a Subject with
+	// it set has that audience.
+	Resource string
+}
+
+// Resources tells which preview environments are live: Live reports
+// whether resource is the protected resource of one
+// (public_url/env/{name}/mcp). *server.Server implements it.
+type Resources interface {
+	Live(resource string) bool
 }
 
 // Grant describes a delegation token of this gateway.
@@ -152,6 +167,9 @@ type Issued struct {
 	Scopes []string
 	// IssuedAt and ExpiresAt bound the token's life.
 	IssuedAt, ExpiresAt time.Time
+	// Resource is the preview environment's resource the token is for;
+	// "" for production.
+	Resource string
 }
 
 // Exchange is the gateway's RFC 8693 token-exchange and RFC 7009 revocation
@@ -167,6 +185,9 @@ type Exchange struct {
 	Issuer string
 	// Audience is what /mcp accepts, public_url + "/mcp" (aud of issued tokens).
 	Audience string
+	// Resources, when set, lets tokens be issued for live preview
+	// environments (resource= of one); nil: for production only.
+	Resources Resources
 	// MaxTTL is the longest life of a delegation token; default 15m. It is
 	// also bounded by the Keys' MaxTokenTTL.
 	MaxTTL time.Duration
@@ -432,10 +453,9 @@ func (e *Exchange) exchange(w http.ResponseWriter, r *http.Request) (*tokenRespo
 	if err != nil {
 		return nil, oerr(http.StatusBadRequest, "invalid_scope", err.Error(), nil)
 	}
-	for _, t := range append(form["resource"], form["audience"]...) {
-		if !e.acceptsTarget(t) {
-			return nil, badRequest("invalid_target", "resource or audience is not this gateway")
-		}
+	target, named, err := e.target(append(form["resource"], form["audience"]...))
+	if err != nil {
+		return nil, err
 	}
 	var wantTTL time.Duration
 	if s := form.Get("expires_in"); s != "" {
@@ -453,6 +473,10 @@ func (e *Exchange) exchange(w http.ResponseWriter, r *http.Request) (*tokenRespo
 	}
 	if subj == nil || subj.Subject == "" || subj.Issuer == "" {
 		return nil, badRequest("invalid_grant", "subject token names no subject")
+	}
+	aud, err := e.audienceFor(target, named, subj.Resource)
+	if err != nil {
+		return nil, err
 	}
 	agent, agentIss := subj.Agent, subj.Issuer
 	if actorTok != "" {
@@ -542,7 +566,7 @@ func (e *Exchange) exchange(w http.ResponseWriter, r *http.Request) (*tokenRespo
 	scope := strings.Join(scopes, " ")
 	claims := map[string]any{
 		"iss":       e.Issuer,
-		"aud":       e.Audience,
+		"aud":       aud,
 		"sub":       subj.Subject,
 		"sub_iss":   subj.Issuer,
 		"act":       act,
@@ -581,7 +605,7 @@ func (e *Exchange) exchange(w http.ResponseWriter, r *http.Request) (*tokenRespo
 		if err := e.OnIssue(ctx, Issued{
 			ID: jti, ParentID: parent, Subject: subj.Subject, SubjectIssuer: subj.Issuer,
 			Email: subj.Email, Name: subj.Name, Agent: agent, Actors: chain[1:], Scopes: scopes,
-			IssuedAt: time.Unix(iat, 0), ExpiresAt: time.Unix(exp, 0),
+			IssuedAt: time.Unix(iat, 0), ExpiresAt: time.Unix(exp, 0), Resource: previewOnly(aud, e.Audience),
 		}); err != nil {
 			return nil, oerr(http.StatusServiceUnavailable, "temporarily_unavailable", "the grant could not be recorded", err)
 		}
@@ -752,7 +776,7 @@ func (e *Exchange) parse(ctx context.Context, raw string, allowExpired bool) (*C
 	if iss, _ := m["iss"].(string); iss != e.Issuer {
 		return nil, bad("wrong issuer")
 	}
-	if !audContains(m["aud"], e.Audience) {
+	if !audContains(m["aud"], e.Audience) && !e.previewAudience(m["aud"]) {
 		return nil, bad("wrong audience")
 	}
 	exp, ok := numericDate(m["exp"])
@@ -901,13 +925,20 @@ func (e *Exchange) Issue(ctx context.Context, subject *Subject, agent string, sc
 	if err != nil {
 		return "", Issued{}, err
 	}
+	aud := e.Audience
+	if r := subject.Resource; r != "" {
+		if e.Resources == nil || !e.Resources.Live(r) {
+			return "", Issued{}, fmt.Errorf("issue: %s is not a live environment (%w)", r, ErrEnvironmentRetired)
+		}
+		aud = r
+	}
 	iat := e.now().Unix()
 	exp := iat + int64(ttl/time.Second)
 	scope := strings.Join(sc, " ")
 	claims := map[string]any{}
 	copyClaims(claims, subject.Claims)
 	for k, v := range map[string]any{
-		"iss": e.Issuer, "aud": e.Audience, "sub": subject.Subject, "sub_iss": subject.Issuer,
+		"iss": e.Issuer, "aud": aud, "sub": subject.Subject, "sub_iss": subject.Issuer,
 		"act": act, "client_id": agent, "scope": scope, "jti": jti, "iat": iat, "nbf": iat, "exp": exp,
 	} {
 		claims[k] = v
@@ -928,7 +959,7 @@ func (e *Exchange) Issue(ctx context.Context, subject *Subject, agent string, sc
 	}
 	iss := Issued{
 		ID: jti, Subject: subject.Subject, SubjectIssuer: subject.Issuer, Email: subject.Email, Name: subject.Name, Agent: agent,
-		Scopes: sc, IssuedAt: time.Unix(iat, 0), ExpiresAt: time.Unix(exp, 0),
+		Scopes: sc, IssuedAt: time.Unix(iat, 0), ExpiresAt: time.Unix(exp, 0), Resource: subject.Resource,
 	}
 	e.log().InfoContext(ctx, "delegation issued", "id", jti, "subject", subject.Subject, "email", subject.Email, "name", subject.Name,
 		"subject_issuer", subject.Issuer, "agent", agent, "scope", scope, "expires_in", exp-iat, "grant", grantFrom(ctx))
@@ -938,4 +969,79 @@ func (e *Exchange) Issue(ctx context.Context, subject *Subject, agent string, sc
 		}
 	}
 	return tok, iss, nil
+}
+
+// target checks the resource and audience parameters of a token request:
+// each must name this gateway (production) or a live preview environment,
+// and all the same one. It returns the preview's resource, or "" for
+// production, and whether any was named.
+func (e *Exchange) target(ts []string) (string, bool, error) {
+	chosen, named := "", false
+	for _, t := range ts {
+		var this string
+		switch {
+		case e.acceptsTarget(t):
+		case e.Resources != nil && e.Resources.Live(t):
+			this = t
+		case e.previewAudience(t):
+			return "", false, badRequest("invalid_target", fmt.Sprintf("resource %q: no such environment (%s)", t, ErrEnvironmentRetired))
+		default:
+			return "", false, badRequest("invalid_target", "resource or audience is neither this gateway nor a live preview environment")
+		}
+		if named && this != chosen {
+			return "", false, badRequest("invalid_target", "resource and audience name different environments: ask for one")
+		}
+		chosen, named = this, true
+	}
+	return chosen, named, nil
+}
+
+// audienceFor is the aud of a token issued for target ("" production;
+// named: it was asked for) to a subject whose token is confined to the
+// preview resource confined ("" when it is production's): a preview's
+// token is exchanged only for that preview, never for production or
+// another preview.
+func (e *Exchange) audienceFor(target string, named bool, confined string) (string, error) {
+	switch {
+	case confined != "" && named && target != confined:
+		return "", badRequest("invalid_target", "a token for a preview environment can only be exchanged for that environment")
+	case confined != "":
+		target = confined
+	}
+	if target == "" {
+		return e.Audience, nil
+	}
+	if e.Resources == nil || !e.Resources.Live(target) {
+		return "", badRequest("invalid_target", ErrEnvironmentRetired.Error())
+	}
+	return target, nil
+}
+
+// previewAudience reports whether aud (a string, or an array of them)
+// names a preview environment of this gateway: Issuer/env/{name}/mcp. It
+// says nothing of whether that preview is live.
+func (e *Exchange) previewAudience(aud any) bool {
+	is := func(s string) bool {
+		rest, ok := strings.CutPrefix(s, strings.TrimSuffix(e.Issuer, "/")+"/env/")
+		return ok && strings.HasSuffix(rest, "/mcp") && len(rest) > len("/mcp") && !strings.Contains(strings.TrimSuffix(rest, "/mcp"), "/")
+	}
+	switch a := aud.(type) {
+	case string:
+		return is(a)
+	case []any:
+		for _, x := range a {
+			if s, _ := x.(string); is(s) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// previewOnly is aud when it is not the production audience, else "".
+func previewOnly(aud, production string) string {
+	if aud == production {
+		return ""
+	}
+	return aud
 }

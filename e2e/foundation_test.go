@@ -426,7 +426,8 @@ audit: {path: "{{DIR}}/audit.log"}
 }
 
 func TestDemoCommand(t *testing.T) {
-	cmd := exec.Command(gatewayBin, "demo", "--listen", "127.0.0.1:0", "--audit", filepath.Join(t.TempDir(), "audit.log"))
+	auditPath := filepath.Join(t.TempDir(), "audit.log")
+	cmd := exec.Command(gatewayBin, "demo", "--listen", "127.0.0.1:0", "--audit", auditPath)
 	p := startProcess(t, "demo", cmd)
 	var mcpURL, token string
 	deadline := time.Now().Add(60 * time.Second)
@@ -516,6 +517,8 @@ func TestDemoCommand(t *testing.T) {
 			}
 		}
 	}
+	// The preview the demo opens next to production (issue 18).
+	checkDemoPreview(t, p, mcpURL, token, auditPath)
 }
 
 func TestValidateCommand(t *testing.T) {

@@ -46,6 +46,11 @@ type Engine struct {
 	stale   atomic.Pointer[error]
 	reload  sync.Mutex    // serialises Reload
 	pollInt time.Duration // Watch's polling interval
+	// static is set for an engine built from bundle bytes (FromBundle):
+	// there is nothing on disk to reload.
+	static bool
+	// caps, when set, limits the builtins a policy may use.
+	caps *ast.Capabilities
 }
 
 // state is one compiled revision of the policy.
@@ -98,8 +103,17 @@ func (e *Engine) build(ctx context.Context) (*state, error) {
 		}
 		st.fingerprint = fp.revision(e.opts.Query)
 	}
+	return e.compile(ctx, ref, src, st)
+}
+
+// compile compiles src's modules for the query ref and prepares st's
+// queries.
+func (e *Engine) compile(ctx context.Context, ref ast.Ref, src *sources, st *state) (*state, error) {
 	use := analyzeInput(src.modules) // before Compile rewrites the rules
 	c := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1)
+	if e.caps != nil {
+		c = c.WithCapabilities(e.caps)
+	}
 	if c.Compile(src.modules); c.Failed() {
 		return nil, fmt.Errorf("%w: %w", ErrLoad, c.Errors)
 	}
@@ -110,6 +124,7 @@ func (e *Engine) build(ctx context.Context) (*state, error) {
 		st.memo = &memo{}
 	}
 	store := inmem.NewFromObjectWithOpts(src.docs, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
+	var err error
 	st.decide, err = rego.New(
 		rego.Compiler(c), rego.Store(store), rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))),
 		rego.GenerateJSON(rawTerm),
@@ -325,6 +340,9 @@ func (e *Engine) Revision() string { return e.cur.Load().revision }
 // failure the last good policy keeps running, the error (naming file and
 // line) is logged, remembered for Stale, and returned.
 func (e *Engine) Reload(ctx context.Context) error {
+	if e.static {
+		return nil
+	}
 	e.reload.Lock()
 	defer e.reload.Unlock()
 	old := e.cur.Load()

@@ -43,8 +43,12 @@ type Input struct {
 	Prompt *Prompt `json:"prompt,omitempty"`
 	// Arguments are the call's arguments (empty when listing).
 	Arguments map[string]any `json:"arguments"`
-	// Environment names the deployment, e.g. "production".
+	// Environment names the deployment, e.g. "production"; inside a
+	// preview environment, the preview's name.
 	Environment string `json:"environment"`
+	// Preview describes the preview environment the request is served in;
+	// nil (JSON null) outside previews.
+	Preview *Preview `json:"preview"`
 	// Time is the time of the request in RFC 3339.
 	Time string `json:"time"`
 	// Detections counts what the redaction detectors found in the arguments,
@@ -89,6 +93,25 @@ type Delegation struct {
 	// Scopes are the granted scopes, e.g. "tool:crm_*".
 	Scopes []string `json:"scopes"`
 	// ExpiresAt is the end of the grant in RFC 3339.
+	ExpiresAt string `json:"expires_at"`
+}
+
+// Preview describes a preview environment (a branch's scoped gateway) to
+// the policy.
+type Preview struct {
+	// Name is the environment's name, e.g. "pr-42".
+	Name string `json:"name"`
+	// Branch is the branch deployed there.
+	Branch string `json:"branch"`
+	// PullRequest is the pull request's number (0 when none).
+	PullRequest int `json:"pull_request"`
+	// Repository is the repository, e.g. "acme/crm".
+	Repository string `json:"repository"`
+	// Owner is the branch's author.
+	Owner string `json:"owner"`
+	// CreatedBy is who created the environment (CI actor or admin).
+	CreatedBy string `json:"created_by"`
+	// ExpiresAt is when the environment expires, in RFC 3339.
 	ExpiresAt string `json:"expires_at"`
 }
 
@@ -167,6 +190,12 @@ var (
 	kPrompt      = ast.StringTerm("prompt")
 	kURI         = ast.StringTerm("uri")
 	kMimeType    = ast.StringTerm("mime_type")
+	kPreview     = ast.StringTerm("preview")
+	kBranch      = ast.StringTerm("branch")
+	kPullRequest = ast.StringTerm("pull_request")
+	kRepository  = ast.StringTerm("repository")
+	kOwner       = ast.StringTerm("owner")
+	kCreatedBy   = ast.StringTerm("created_by")
 )
 
 // value builds the input document as an OPA value, without a JSON round trip.
@@ -200,7 +229,19 @@ func (in *Input) value(action string, withTool bool) (ast.Object, error) {
 			ast.Item(kExpiresAt, ast.StringTerm(d.ExpiresAt)),
 		)
 	}
-	items := make([][2]*ast.Term, 0, 9)
+	preview := ast.NullTerm()
+	if pv := in.Preview; pv != nil {
+		preview = ast.ObjectTerm(
+			ast.Item(kName, ast.StringTerm(pv.Name)),
+			ast.Item(kBranch, ast.StringTerm(pv.Branch)),
+			ast.Item(kPullRequest, ast.IntNumberTerm(pv.PullRequest)),
+			ast.Item(kRepository, ast.StringTerm(pv.Repository)),
+			ast.Item(kOwner, ast.StringTerm(pv.Owner)),
+			ast.Item(kCreatedBy, ast.StringTerm(pv.CreatedBy)),
+			ast.Item(kExpiresAt, ast.StringTerm(pv.ExpiresAt)),
+		)
+	}
+	items := make([][2]*ast.Term, 0, 10)
 	items = append(items,
 		ast.Item(kAction, ast.StringTerm(action)),
 		ast.Item(kSubject, ast.NewTerm(subject)),
@@ -208,6 +249,7 @@ func (in *Input) value(action string, withTool bool) (ast.Object, error) {
 		ast.Item(kDelegation, deleg),
 		ast.Item(kArguments, ast.NewTerm(args)),
 		ast.Item(kEnvironment, ast.StringTerm(in.Environment)),
+		ast.Item(kPreview, preview),
 		ast.Item(kTime, ast.StringTerm(in.Time)),
 	)
 	switch {

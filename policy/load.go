@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -129,24 +128,7 @@ func (s *sources) loadBundle(p string) error {
 	if err != nil {
 		return err
 	}
-	s.record("bundle\x00revision", []byte(b.Manifest.Revision))
-	for _, mf := range b.Modules {
-		s.record("bundle\x00"+mf.Path, mf.Raw)
-		name := p + ":" + mf.Path
-		if _, dup := s.modules[name]; dup {
-			return fmt.Errorf("%s: duplicate module", name)
-		}
-		s.modules[name] = mf.Parsed
-	}
-	data, err := json.Marshal(b.Data) // map keys are sorted: a stable hash
-	if err != nil {
-		return fmt.Errorf("%s: data: %w", p, err)
-	}
-	s.record("bundle\x00data", data)
-	if err := mergeDoc(s.docs, nil, b.Data); err != nil {
-		return fmt.Errorf("%s: data: %w", p, err)
-	}
-	return nil
+	return s.addBundle(p, b)
 }
 
 // mergeDoc merges doc into dst at keys. Two values at the same leaf conflict.

@@ -42,6 +42,7 @@ type inputUse struct {
 var memoCovered = map[string]bool{
 	"action": true, "subject": true, "agent": true, "delegation": true,
 	"tool": true, "environment": true, "detections": true, "resource": true, "prompt": true,
+	"preview": true,
 }
 
 // cacheable reports whether decisions depend only on what the memo key holds.
@@ -169,6 +170,16 @@ func memoKey(in *Input) string {
 	sep(in.Action)
 	sep(in.Agent.SessionID)
 	sep(in.Environment)
+	if pv := in.Preview; pv != nil {
+		sep("preview")
+		sep(pv.Name)
+		sep(pv.Branch)
+		sep(strconv.Itoa(pv.PullRequest))
+		sep(pv.Repository)
+		sep(pv.Owner)
+		sep(pv.CreatedBy)
+		sep(pv.ExpiresAt)
+	}
 	t := in.Tool
 	sep(t.Name)
 	sep(t.Upstream)

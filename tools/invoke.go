@@ -132,7 +132,7 @@ func Invoke(ctx context.Context, client *http.Client, up *Upstream, t *Tool, arg
 		return nil, fmt.Errorf("upstream %q: %s %s: %w", u.Name, t.Method, t.Path, err)
 	}
 	defer resp.Body.Close()
-	body, err := readCapped(resp.Body, u.MaxResponseBytes)
+	body, err := readCappedSized(resp.Body, u.MaxResponseBytes, resp.ContentLength)
 	if err != nil {
 		return nil, fmt.Errorf("upstream %q: %s %s: read response: %w", u.Name, t.Method, t.Path, err)
 	}
@@ -143,9 +143,36 @@ func Invoke(ctx context.Context, client *http.Client, up *Upstream, t *Tool, arg
 var ErrTooLarge = errors.New("body too large")
 
 func readCapped(r io.Reader, limit int64) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err != nil {
-		return nil, err
+	return readCappedSized(r, limit, -1)
+}
+
+// maxSizeHint bounds the buffer allocated up front from a declared length.
+const maxSizeHint = 1 << 20
+
+// readCappedSized is readCapped for a body whose declared length is hint
+// (-1 when unknown, as http.Response.ContentLength): a body that declares
+// its length is read into one buffer of that size (plus one byte, to see
+// EOF) instead of a growing one. The declared length is only a hint: the
+// cap applies to what is actually read, and a body longer than declared
+// still grows the buffer.
+func readCappedSized(r io.Reader, limit, hint int64) ([]byte, error) {
+	if hint < 0 || hint > limit || hint > maxSizeHint {
+		hint = 511 // io.ReadAll's first buffer, less the byte added below
+	}
+	b := make([]byte, 0, hint+1)
+	lr := io.LimitReader(r, limit+1)
+	for {
+		n, err := lr.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // grow as io.ReadAll does
+		}
 	}
 	if int64(len(b)) > limit {
 		return nil, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, limit)

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -199,3 +200,59 @@ func TestInvokeErrorsCarryNoArgumentValues(t *testing.T) {
 		t.Errorf("error %q does not name the path template", err)
 	}
 }
+
+// BenchmarkInvoke is one upstream call as the gateway makes it (a 1 KiB
+// JSON record with its Content-Length, headers from the caller), for
+// -benchmem allocation counts of the client side of tools.Invoke.
+func BenchmarkInvoke(b *testing.B) {
+	crm := loadTools(b, "fastapi-crm.openapi.json", "crm")
+	rec := []byte(`{"customer_id":"c-1","notes":"` + strings.Repeat("n", 990) + `"}`)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(rec)))
+		_, _ = w.Write(rec)
+	}))
+	b.Cleanup(srv.Close)
+	up := &Upstream{Name: "crm", BaseURL: srv.URL}
+	hdr := http.Header{"Authorization": {"Bearer assertion"}, "Traceparent": {"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}
+	args := map[string]any{"customer_id": "c-1"}
+	client := srv.Client()
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := Invoke(ctx, client, up, crm["crm_get_customer"], args, hdr)
+		if err != nil || len(resp.Body) != len(rec) {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestReadCappedSized: a declared length only sizes the buffer; the cap
+// applies to the bytes actually read, whatever the body declared.
+func TestReadCappedSized(t *testing.T) {
+	const limit = 64
+	for _, size := range []int{0, 1, 63, 64, 65, 200, 5000} {
+		body := strings.Repeat("b", size)
+		for _, hint := range []int64{-1, 0, 1, int64(size) - 1, int64(size), int64(size) + 1, limit, limit + 1, 1 << 40} {
+			got, err := readCappedSized(strings.NewReader(body), limit, hint)
+			if size > limit {
+				if !errors.Is(err, ErrTooLarge) {
+					t.Fatalf("size %d hint %d: err %v, want ErrTooLarge", size, hint, err)
+				}
+				continue
+			}
+			if err != nil || string(got) != body {
+				t.Fatalf("size %d hint %d: got %d bytes, err %v", size, hint, len(got), err)
+			}
+		}
+	}
+	// A read error is returned, not a short body.
+	boom := errors.New("boom")
+	if _, err := readCappedSized(io.MultiReader(strings.NewReader("abc"), iotestErrReader{boom}), limit, 3); !errors.Is(err, boom) {
+		t.Fatalf("err %v, want %v", err, boom)
+	}
+}
+
+type iotestErrReader struct{ err error }
+
+func (r iotestErrReader) Read([]byte) (int, error) { return 0, r.err }

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -86,4 +89,68 @@ func writeDemoPolicy(dir string) error {
 		}
 	}
 	return nil
+}
+
+// demoPreviewRoles is appended to the default policy in the demo preview's
+// bundle: the branch's author (the preview's owner, matched on the
+// subject or the e-mail's local part) is an admin there; everyone else
+// keeps the roles of their token.
+const demoPreviewRoles = `
+# Preview (demo): the branch's author, input.preview.owner, is an admin in
+# their own preview; everyone else keeps their roles (a viewer stays
+# read-only). Outside a preview input.preview is null and nothing changes.
+roles := array.concat(input.subject.roles, ["admin"]) if {
+	is_author
+} else := input.subject.roles
+
+is_author if {
+	input.preview.owner != ""
+	input.preview.owner == input.subject.sub
+}
+
+is_author if {
+	input.preview.owner != ""
+	input.preview.owner == split(input.subject.email, "@")[0]
+}
+`
+
+// demoPreviewBundle is the policy bundle (.tar.gz, as `opa build` writes
+// it) the demo's "CI" sends with the preview: the default policy whose
+// roles make the branch's author an admin (demoPreviewRoles).
+func demoPreviewBundle() ([]byte, error) {
+	def := policy.DefaultFS()
+	rego, err := fs.ReadFile(def, "harness.rego")
+	if err != nil {
+		return nil, err
+	}
+	const uses = "some role in input.subject.roles"
+	if n := strings.Count(string(rego), uses); n != 3 {
+		return nil, fmt.Errorf("demo preview policy: the default policy reads input.subject.roles %d times, want 3", n)
+	}
+	src := strings.ReplaceAll(string(rego), uses, "some role in roles") + demoPreviewRoles
+	data, err := fs.ReadFile(def, "data.json")
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	for _, f := range []struct {
+		name string
+		body []byte
+	}{{"policy/harness.rego", []byte(src)}, {"data.json", data}} {
+		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o644, Size: int64(len(f.body)), Typeflag: tar.TypeReg}); err != nil {
+			return nil, err
+		}
+		if _, err := tw.Write(f.body); err != nil {
+			return nil, err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }

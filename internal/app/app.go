@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentharness/harness/delegation"
@@ -19,6 +20,7 @@ import (
 	"github.com/agentharness/harness/internal/audit"
 	"github.com/agentharness/harness/internal/authn"
 	"github.com/agentharness/harness/internal/config"
+	"github.com/agentharness/harness/internal/environments"
 	"github.com/agentharness/harness/internal/idpexchange"
 	"github.com/agentharness/harness/internal/oauth"
 	"github.com/agentharness/harness/internal/pins"
@@ -128,9 +130,12 @@ func BuildWith(ctx context.Context, cfg *config.Config, log *slog.Logger, versio
 	} else {
 		log.Info("telemetry: metrics at /metrics; traces not exported (set telemetry.otlp_endpoint)")
 	}
-	// Upstream calls carry traceparent; connections are pooled per upstream.
+	// Upstream calls carry traceparent; connections are pooled per upstream:
+	// up to 64 idle per upstream, with no fleet-wide cap (the default 100
+	// would close the idle connections of one busy upstream to keep another's).
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	base.MaxIdleConnsPerHost = 64
+	base.MaxIdleConns = 0
 	upstreamClient := tel.HTTPClient(base)
 
 	// Shared state: Redis when configured, memory otherwise.
@@ -178,7 +183,10 @@ func BuildWith(ctx context.Context, cfg *config.Config, log *slog.Logger, versio
 		issuers = append(issuers, authn.IssuerConfig{Issuer: is.Issuer, Audiences: is.Audiences, RolesClaim: is.RolesClaim, AgentClaim: is.AgentClaim})
 	}
 	issuers = append(issuers, authn.IssuerConfig{Issuer: cfg.PublicURL, Audiences: []string{cfg.ResourceURL()}, KeySet: keys.AccessTokenKeySet(), Delegation: true})
-	an, err := authn.New(ctx, authn.Config{Issuers: issuers, Logger: log}) // authn, policy and tools name their component themselves
+	// Tokens for a live preview environment (aud public_url/env/{name}/mcp)
+	// are accepted too; the server checks they are used at that preview.
+	live := &liveEnvironments{}
+	an, err := authn.New(ctx, authn.Config{Issuers: issuers, Logger: log, LiveAudience: live.Live}) // authn, policy and tools name their component themselves
 	if err != nil {
 		return nil, fmt.Errorf("authentication: %w", err)
 	}
@@ -281,7 +289,7 @@ func BuildWith(ctx context.Context, cfg *config.Config, log *slog.Logger, versio
 	sec.Event(ctx, &audit.Record{Event: audit.EventPolicyLoaded, PolicyRevision: pol.Revision(), Reason: "policy loaded at start"})
 
 	exchange := &delegation.Exchange{
-		Keys: keys, Revocations: st, Issuer: cfg.PublicURL, Audience: cfg.ResourceURL(),
+		Keys: keys, Revocations: st, Issuer: cfg.PublicURL, Audience: cfg.ResourceURL(), Resources: live,
 		MaxTTL: cfg.Delegation.MaxTTL.D(), Logger: log.With("component", "delegation"),
 		OnSecurity: func(ctx context.Context, ev delegation.SecurityEvent) {
 			dec := ""
@@ -304,8 +312,23 @@ func BuildWith(ctx context.Context, cfg *config.Config, log *slog.Logger, versio
 		"POST /oauth/token":          exchange.TokenHandler(),
 		"POST /oauth/revoke":         exchange.RevokeHandler(),
 	}
+	// Preview environments: the API and the webhook, served by a manager
+	// that follows the store (when environments are configured).
+	envStore, ok := st.(environments.Store)
+	if !ok {
+		return nil, errors.New("environments: the store cannot be watched")
+	}
+	envs, previews, err := buildEnvironments(cfg, envStore, st, an, records, tel.HTTPClient(http.DefaultTransport.(*http.Transport).Clone()), log)
+	if err != nil {
+		return nil, err
+	}
+	if envs != nil {
+		for pattern, h := range envs.Routes() {
+			routes[pattern] = h
+		}
+	}
 	if cfg.OAuth.Enabled() {
-		as, err := buildOAuth(cfg, log, st, exchange, catalog, pol, sec, approvalSvc)
+		as, err := buildOAuth(cfg, log, st, exchange, catalog, pol, sec, approvalSvc, live)
 		if err != nil {
 			return nil, err
 		}
@@ -346,14 +369,39 @@ func BuildWith(ctx context.Context, cfg *config.Config, log *slog.Logger, versio
 	app.closers = append(app.closers, func(context.Context) error { stopWatch(); <-watched; return nil })
 	exchange.Verifier = srv
 	exchange.OnIssue = srv.RecordGrant
+	live.srv.Store(srv)
 	app.Server = srv
+	if envs != nil {
+		previews.srv = srv
+		envs.Start(ctx) // opens every live preview before the gateway serves
+		app.closers = append(app.closers, func(ctx context.Context) error {
+			envs.Stop()
+			previews.closeAll(ctx)
+			return nil
+		})
+		log.Info("preview environments: API at /environments, GitHub webhook at /hooks/github",
+			"ci_issuers", len(cfg.Environments.CIIssuers), "admin_roles", cfg.Environments.AdminRoles,
+			"allowed_upstreams", cfg.Environments.AllowedUpstreams, "webhook", cfg.Environments.GitHubWebhookSecret != "",
+			"default_ttl", cfg.Environments.DefaultTTL, "max_ttl", cfg.Environments.MaxTTL, "max", cfg.Environments.Max)
+	}
 	log.Info("delegation: token exchange at /oauth/token, revocation at /oauth/revoke", "max_ttl", cfg.Delegation.MaxTTL)
 	return app, nil
 }
 
+// liveEnvironments answers which preview environments are live once the
+// server exists (the authenticator, token exchange and the OAuth server are
+// built before it; until then none is).
+type liveEnvironments struct{ srv atomic.Pointer[server.Server] }
+
+// Live reports whether resource is a live preview's protected resource.
+func (l *liveEnvironments) Live(resource string) bool {
+	s := l.srv.Load()
+	return s != nil && s.Live(resource)
+}
+
 // buildOAuth wires the authorization server copilots connect to: sign-in at
 // oauth.login_issuer, consent, and delegation tokens as access tokens.
-func buildOAuth(cfg *config.Config, log *slog.Logger, st store.Store, exchange *delegation.Exchange, catalog *tools.Catalog, pol *policy.Engine, sec *audit.Security, aps *approvals.Service) (*oauth.Server, error) {
+func buildOAuth(cfg *config.Config, log *slog.Logger, st store.Store, exchange *delegation.Exchange, catalog *tools.Catalog, pol *policy.Engine, sec *audit.Security, aps *approvals.Service, live delegation.Resources) (*oauth.Server, error) {
 	rolesClaim := "roles"
 	for _, is := range cfg.Auth.Issuers {
 		if is.Issuer == cfg.OAuth.LoginIssuer && is.RolesClaim != "" {
@@ -370,7 +418,7 @@ func buildOAuth(cfg *config.Config, log *slog.Logger, st store.Store, exchange *
 		return nil, fmt.Errorf("oauth.state_key: %w", err)
 	}
 	as, err := oauth.New(oauth.Options{
-		Issuer: cfg.PublicURL, Resource: cfg.ResourceURL(),
+		Issuer: cfg.PublicURL, Resource: cfg.ResourceURL(), Resources: live,
 		KV: st, Revocations: st, Minter: exchange,
 		// What anyone can create without signing in has its own quotas.
 		Clients: st.Bounded("oauth-clients", cfg.Server.UnauthenticatedQuota),

@@ -24,7 +24,7 @@ const (
 	// Concurrent writers share one fsync (group commit).
 	FsyncAlways = "always"
 	// FsyncBatch (the default): Write returns after write(2), before the
-	// fsync. A background goroutine fsyncs at most BatchInterval after the
+	// fsync (concurrent writers share one write(2): group write). A background goroutine fsyncs at most BatchInterval after the
 	// first unsynced record, or as soon as BatchRecords records are unsynced.
 	FsyncBatch = "batch"
 	// FsyncNever: the log never fsyncs except on Close; the OS decides.
@@ -89,14 +89,22 @@ type Log struct {
 	logger *slog.Logger
 
 	mu        sync.Mutex // guards the fields below and the order of records
-	w         io.Writer  // l.f, or Output for "-"
-	size      int64      // bytes in the current file
-	seq       uint64     // Seq of the last record written
-	prev      string     // Hash of the last record written
+	w         io.Writer  // l.f, or Output for "-"; swapped only with flushMu held too
+	size      int64      // bytes in the current file; changed only with flushMu held too
+	seq       uint64     // Seq of the last record chained (written or in cur or in flight)
+	prev      string     // Hash of the last record chained
+	written   uint64     // Seq of the last record written to the file
 	rotatable bool       // the current file holds a record other than its rotate record
 	pending   int        // records written since the last batch fsync was scheduled
 	err       error      // sticky: the log can no longer be trusted to write
 	closed    bool
+	cur       *batch // records chained but not yet handed to write(2)
+	inflight  int64  // bytes of the batch being written
+
+	// flushMu is held by whoever writes a batch (group write): one write(2)
+	// for every record chained since the previous one. Lock order: flushMu,
+	// then mu.
+	flushMu sync.Mutex
 
 	fileMu sync.RWMutex // write-held while swapping or closing f; read-held while fsyncing
 	f      *os.File     // nil for "-"
@@ -111,6 +119,37 @@ type Log struct {
 	full chan struct{}
 	done chan struct{}
 	wg   sync.WaitGroup
+}
+
+// batch is the records of one group write, in chain order.
+type batch struct {
+	*batchData        // until written
+	seqBefore  uint64 // the chain tip before the batch (restored on failure)
+	prevBefore string
+	// done and err are set by the writer of the batch and read by its
+	// records' callers, both with flushMu held.
+	done bool
+	err  error
+}
+
+// batchData is a batch's lines and hashes; reused once written.
+type batchData struct {
+	buf    []byte   // the lines, newline-terminated
+	hashes []string // their hashes, for the Merkle tree
+}
+
+var batchDatas = sync.Pool{New: func() any { return new(batchData) }}
+
+// release returns b's data for reuse (not a huge buffer).
+func (b *batch) release() {
+	d := b.batchData
+	b.batchData = nil
+	if cap(d.buf) > 1<<20 {
+		return
+	}
+	clear(d.hashes)
+	d.buf, d.hashes = d.buf[:0], d.hashes[:0]
+	batchDatas.Put(d)
 }
 
 // Open opens (or creates) the log. On an existing file it resumes the chain
@@ -334,55 +373,211 @@ func recoverTail(path string) (tailState, error) {
 // r.Prev and r.Hash. Time is stored in UTC. Cancellation of ctx does not
 // abort the write: a refused or abandoned call is audited too.
 //
-// It returns nil once the record is in the file (write(2) done; with
-// FsyncAlways also fsynced). An error means the record may not be durable
-// and the caller must refuse the call. After an unrecoverable I/O error
-// every later Write fails too (fail closed).
+// Records of concurrent callers are chained in order and written together
+// (group write): one write(2) for all the records chained while the
+// previous one was in progress. Write returns once that write(2) has
+// succeeded or failed (with FsyncAlways, once an fsync covers the record).
+// An error means the record is not in the file and the caller must refuse
+// the call; when a group write fails, every record of the group fails and
+// the chain resumes after the last record written. After an unrecoverable
+// I/O error every later Write fails too (fail closed).
 func (l *Log) Write(ctx context.Context, r *Record) error {
 	if r == nil {
 		return errors.New("writing audit record: nil record")
 	}
 	l.mu.Lock()
-	seq, err := l.appendLocked(ctx, r)
-	schedule := false
-	if err == nil && l.isFile && l.cfg.Fsync == FsyncBatch {
-		l.pending++
-		schedule = true
-	}
-	pending := l.pending
+	b, err := l.enqueueLocked(ctx, r)
 	l.mu.Unlock()
+	switch {
+	case errors.Is(err, errRotate):
+		err = l.writeRotating(ctx, r)
+	case err == nil:
+		err = l.flushFor(b)
+	}
 	if err != nil {
 		return err
 	}
-	switch {
-	case !l.isFile:
-	case l.cfg.Fsync == FsyncAlways:
-		return l.syncTo(seq)
-	case schedule && pending >= l.cfg.BatchRecords:
-		signal(l.full)
-		signal(l.kick)
-	case schedule && pending == 1:
-		signal(l.kick)
+	if l.isFile && l.cfg.Fsync == FsyncAlways {
+		return l.syncTo(r.Seq)
 	}
 	return nil
 }
 
-func signal(c chan struct{}) {
-	select {
-	case c <- struct{}{}:
-	default:
+// errRotate: the record does not fit in the current file; Write takes the
+// rotation path.
+var errRotate = errors.New("audit file full: rotate")
+
+// enqueueLocked fills in r, chains it and appends its line to the current
+// batch, which it returns. l.mu must be held.
+func (l *Log) enqueueLocked(ctx context.Context, r *Record) (*batch, error) {
+	if err := l.usableLocked(); err != nil {
+		return nil, err
+	}
+	fillRecord(ctx, r)
+	r.Seq, r.Prev = l.seq+1, l.prev
+	b := l.cur
+	if b == nil {
+		b = &batch{batchData: batchDatas.Get().(*batchData), seqBefore: l.seq, prevBefore: l.prev}
+	}
+	n := len(b.buf)
+	buf, err := appendEncoded(b.buf, r)
+	if err == nil && l.isFile && l.cfg.MaxSize > 0 {
+		queued := l.inflight + int64(n)
+		if (l.rotatable || queued > 0) && l.size+queued+int64(len(buf)-n)+1 > l.cfg.MaxSize {
+			b.buf, err = buf[:n], errRotate
+		}
+	}
+	if err != nil {
+		if b != l.cur {
+			b.release()
+		}
+		return nil, err
+	}
+	b.buf = append(buf, '\n')
+	b.hashes = append(b.hashes, r.Hash)
+	l.cur = b
+	l.seq, l.prev = r.Seq, r.Hash
+	return b, nil
+}
+
+// flushFor returns once b has been written, writing it (with every record
+// chained after it so far) unless another caller already has.
+func (l *Log) flushFor(b *batch) error {
+	l.flushMu.Lock()
+	defer l.flushMu.Unlock()
+	if !b.done {
+		l.flushLocked() // b is l.cur: batches leave it only when done
+	}
+	return b.err
+}
+
+// flushLocked writes the current batch in one write(2), without holding
+// l.mu. l.flushMu must be held, l.mu not.
+func (l *Log) flushLocked() {
+	l.mu.Lock()
+	b := l.cur
+	if b == nil {
+		l.mu.Unlock()
+		return
+	}
+	l.cur = nil
+	l.inflight = int64(len(b.buf))
+	l.mu.Unlock()
+	err, sticky := l.writeBatch(b.buf)
+	l.mu.Lock()
+	l.finishLocked(b, err, sticky)
+	l.mu.Unlock()
+}
+
+// drainLocked writes the current batch holding l.mu (for rotation and
+// Close). l.flushMu and l.mu must be held.
+func (l *Log) drainLocked() {
+	if b := l.cur; b != nil {
+		l.cur = nil
+		err, sticky := l.writeBatch(b.buf)
+		l.finishLocked(b, err, sticky)
 	}
 }
 
-// appendLocked fills in r and writes its line, rotating first if needed.
-// It returns r.Seq. l.mu must be held.
-func (l *Log) appendLocked(ctx context.Context, r *Record) (uint64, error) {
+// writeBatch writes buf in one write(2) (os.File repeats it on a short
+// write). On failure after part of buf it truncates the file back so that
+// no torn line is left for the next record to be glued to; sticky is set
+// when that is impossible. l.flushMu must be held (l.w, l.f and l.size are
+// stable then).
+func (l *Log) writeBatch(buf []byte) (err, sticky error) {
+	n, err := l.w.Write(buf)
+	if err == nil && n < len(buf) {
+		err = io.ErrShortWrite
+	}
+	if err == nil || n == 0 {
+		return err, nil
+	}
+	if !l.isFile {
+		return err, err // a stream cannot be repaired
+	}
+	if terr := l.f.Truncate(l.size); terr != nil {
+		return err, errors.Join(err, terr)
+	}
+	return err, nil
+}
+
+// finishLocked records the outcome of writing b: on success the records
+// join the file, the Merkle tree and the fsync batch; on failure they all
+// fail, and so do the records chained after them (in l.cur), and the chain
+// resumes after the last record written. l.flushMu and l.mu must be held.
+func (l *Log) finishLocked(b *batch, err, sticky error) {
+	l.inflight = 0
+	b.done = true
+	defer b.release()
+	if err == nil {
+		l.size += int64(len(b.buf))
+		l.written = b.seqBefore + uint64(len(b.hashes))
+		for _, h := range b.hashes {
+			l.treeAppendLocked(h)
+		}
+		l.rotatable = true
+		l.notePendingLocked(len(b.hashes))
+		return
+	}
+	if sticky != nil && l.err == nil {
+		l.err = sticky
+	}
+	b.err = fmt.Errorf("writing audit record: %w", err)
+	l.seq, l.prev = b.seqBefore, b.prevBefore
+	if c := l.cur; c != nil {
+		l.cur = nil
+		c.release()
+		c.done = true
+		c.err = fmt.Errorf("writing audit record: a record chained before it failed: %w", err)
+	}
+}
+
+// notePendingLocked counts n written records towards the next batch fsync
+// (FsyncBatch) and wakes the batch loop. l.mu must be held.
+func (l *Log) notePendingLocked(n int) {
+	if !l.isFile || l.cfg.Fsync != FsyncBatch || n == 0 {
+		return
+	}
+	first := l.pending == 0
+	l.pending += n
+	switch {
+	case l.pending >= l.cfg.BatchRecords:
+		signal(l.full)
+		signal(l.kick)
+	case first:
+		signal(l.kick)
+	}
+}
+
+// writeRotating writes r when it does not fit in the current file: the
+// records chained before it are written to the current file, which is then
+// rotated, and r is written to the new one, all with both locks held.
+func (l *Log) writeRotating(ctx context.Context, r *Record) error {
+	l.flushMu.Lock()
+	defer l.flushMu.Unlock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.drainLocked()
+	if _, err := l.appendLocked(ctx, r); err != nil {
+		return err
+	}
+	l.notePendingLocked(1)
+	return nil
+}
+
+// usableLocked is nil if records can be written. l.mu must be held.
+func (l *Log) usableLocked() error {
 	if l.closed {
-		return 0, ErrClosed
+		return ErrClosed
 	}
 	if l.err != nil {
-		return 0, fmt.Errorf("writing audit record: log failed earlier: %w", l.err)
+		return fmt.Errorf("writing audit record: log failed earlier: %w", l.err)
 	}
+	return nil
+}
+
+// fillRecord sets r's time (UTC), id and trace id when not set.
+func fillRecord(ctx context.Context, r *Record) {
 	if r.Time.IsZero() {
 		r.Time = time.Now()
 	}
@@ -395,6 +590,24 @@ func (l *Log) appendLocked(ctx context.Context, r *Record) (uint64, error) {
 			r.TraceID = sc.TraceID().String()
 		}
 	}
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// appendLocked fills in r and writes its line at once, rotating first if
+// needed: Open's records, and Write's rotation path. It returns r.Seq.
+// l.mu must be held, and no batch may be pending (l.cur nil, and l.flushMu
+// held unless Open is still running).
+func (l *Log) appendLocked(ctx context.Context, r *Record) (uint64, error) {
+	if err := l.usableLocked(); err != nil {
+		return 0, err
+	}
+	fillRecord(ctx, r)
 	r.Seq, r.Prev = l.seq+1, l.prev
 	line, err := encode(r)
 	if err != nil {
@@ -413,7 +626,7 @@ func (l *Log) appendLocked(ctx context.Context, r *Record) (uint64, error) {
 	if err := l.writeLocked(line); err != nil {
 		return 0, fmt.Errorf("writing audit record: %w", err)
 	}
-	l.seq, l.prev = r.Seq, r.Hash
+	l.seq, l.prev, l.written = r.Seq, r.Hash, r.Seq
 	l.treeAppendLocked(r.Hash)
 	if r.Kind != KindRotate {
 		l.rotatable = true
@@ -421,24 +634,17 @@ func (l *Log) appendLocked(ctx context.Context, r *Record) (uint64, error) {
 	return r.Seq, nil
 }
 
-// writeLocked writes b in one write(2). On a short write it truncates the
-// file back so that no torn line is left for the next record to be glued to;
-// if that fails the log becomes unusable.
+// writeLocked writes b at once (see writeBatch); if a torn line cannot be
+// removed the log becomes unusable. l.mu must be held, and l.flushMu
+// unless Open is still running.
 func (l *Log) writeLocked(b []byte) error {
-	n, err := l.w.Write(b)
-	if err == nil && n < len(b) {
-		err = io.ErrShortWrite
-	}
+	err, sticky := l.writeBatch(b)
 	if err == nil {
-		l.size += int64(n)
+		l.size += int64(len(b))
 		return nil
 	}
-	if l.isFile && n > 0 {
-		if terr := l.f.Truncate(l.size); terr != nil {
-			l.err = errors.Join(err, terr)
-		}
-	} else if n > 0 {
-		l.err = err // a stream cannot be repaired
+	if sticky != nil && l.err == nil {
+		l.err = sticky
 	}
 	return err
 }
@@ -487,7 +693,7 @@ func (l *Log) rotateLocked(ctx context.Context, now time.Time) error {
 	if err := l.writeLocked(append(line, '\n')); err != nil {
 		return fmt.Errorf("rotating audit log: %w", err)
 	}
-	l.seq, l.prev = rec.Seq, rec.Hash
+	l.seq, l.prev, l.written = rec.Seq, rec.Hash, rec.Seq
 	l.treeAppendLocked(rec.Hash)
 	return nil
 }
@@ -539,7 +745,7 @@ func (l *Log) syncTo(seq uint64) error {
 	l.syncMu.Lock()
 	defer l.syncMu.Unlock()
 	l.mu.Lock()
-	upTo, sticky := l.seq, l.err
+	upTo, sticky := l.written, l.err
 	l.mu.Unlock()
 	if sticky != nil {
 		return fmt.Errorf("syncing audit log: %w", sticky)
@@ -585,7 +791,7 @@ func (l *Log) batchLoop() {
 			return
 		}
 		l.mu.Lock()
-		upTo := l.seq
+		upTo := l.written
 		l.pending = 0
 		l.mu.Unlock()
 		_ = l.syncTo(upTo) // logged inside; later Writes fail
@@ -601,13 +807,20 @@ func (l *Log) Close() error {
 		return nil
 	}
 	l.closed = true
-	seq := l.seq
 	l.mu.Unlock()
 	close(l.done)
 	l.wg.Wait()
+	// Records chained before Close are written (their callers may still be
+	// waiting for the group write).
+	l.flushMu.Lock()
+	l.flushLocked()
+	l.flushMu.Unlock()
 	if !l.isFile {
 		return nil
 	}
+	l.mu.Lock()
+	seq := l.written
+	l.mu.Unlock()
 	err := l.syncTo(seq)
 	l.fileMu.Lock()
 	cerr := l.f.Close()

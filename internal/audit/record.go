@@ -55,7 +55,36 @@ const (
 	KindRefusals = "refusals"
 	// KindSecurity records a security event; Event says which (security.go).
 	KindSecurity = "security"
+	// KindEnvironment records a preview environment created, updated,
+	// retired or expired (Action: EnvironmentCreate…); Subject, Issuer,
+	// Email, Name and Preview.Actor say by whom, Reason why, Environment
+	// names the preview.
+	KindEnvironment = "environment"
 )
+
+// Action values of a KindEnvironment record.
+const (
+	EnvironmentCreate = "create"
+	EnvironmentUpdate = "update"
+	EnvironmentRetire = "retire"
+	EnvironmentExpire = "expire"
+)
+
+// Preview describes the preview environment of a KindEnvironment record.
+type Preview struct {
+	// Name is the preview's name.
+	Name string `json:"name"`
+	// Repository, PullRequest and Branch are what CI said it is built from.
+	Repository  string `json:"repository,omitempty"`
+	PullRequest int    `json:"pull_request,omitempty"`
+	Branch      string `json:"branch,omitempty"`
+	// Actor is the CI token's actor (GitHub) or user_login (GitLab).
+	Actor string `json:"actor,omitempty"`
+	// Upstreams are the preview's upstream URLs by name.
+	Upstreams map[string]string `json:"upstreams,omitempty"`
+	// ExpiresAt is when the preview expires.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+}
 
 // ZeroHash is the Prev of the first record of a chain.
 const ZeroHash = "0000000000000000000000000000000000000000000000000000000000000000"
@@ -140,6 +169,8 @@ type Record struct {
 	// Approval is set on a call that ran (or was denied) on a human's
 	// answer to an approval request.
 	Approval *Approval `json:"approval,omitempty"`
+	// Preview is set on a KindEnvironment record.
+	Preview *Preview `json:"preview,omitempty"`
 	// Prev is the Hash of the previous record in the chain.
 	Prev string `json:"prev"`
 	// Hash covers the whole line, Prev included (see the type comment).
@@ -154,13 +185,17 @@ var (
 	hashKey       = []byte(`"hash":"`)
 )
 
-// encode returns the line for r (no trailing newline) with Hash computed
-// from r's other fields. r.Hash is set.
 // encodeBufs are encode's scratch buffers: the JSON is built in one and
 // copied into the exact-size line, so a record costs no buffer growth.
 var encodeBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-func encode(r *Record) ([]byte, error) {
+// encode returns the line for r (no trailing newline) with Hash computed
+// from r's other fields. r.Hash is set.
+func encode(r *Record) ([]byte, error) { return appendEncoded(nil, r) }
+
+// appendEncoded is encode appending the line to dst (which is returned
+// unchanged, apart from its spare capacity, on error).
+func appendEncoded(dst []byte, r *Record) ([]byte, error) {
 	r.Hash = ""
 	buf := encodeBufs.Get().(*bytes.Buffer)
 	buf.Reset()
@@ -179,12 +214,16 @@ func encode(r *Record) ([]byte, error) {
 		return nil, errors.New("encoding audit record: hash is not the last field")
 	}
 	sum := sha256.Sum256(b)
-	r.Hash = hex.EncodeToString(sum[:])
-	out := make([]byte, 0, len(b)+hashHexLen+1)
-	out = append(out, b[:len(b)-2]...) // up to and including the opening quote
-	out = append(out, r.Hash...)
-	out = append(out, `"}`...)
-	return out, nil
+	var hexSum [hashHexLen]byte
+	hex.Encode(hexSum[:], sum[:])
+	r.Hash = string(hexSum[:])
+	if dst == nil {
+		dst = make([]byte, 0, len(b)+hashHexLen+1)
+	}
+	dst = append(dst, b[:len(b)-2]...) // up to and including the opening quote
+	dst = append(dst, r.Hash...)
+	dst = append(dst, `"}`...)
+	return dst, nil
 }
 
 // errNotRecord means a line is not a complete record line.

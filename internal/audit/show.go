@@ -40,6 +40,18 @@ func Format(r *Record) string {
 		}
 		return b.String()
 	}
+	if r.Kind == KindEnvironment && r.Preview != nil {
+		// 10:42:09 ENVIRONMENT create feat-x by repo:acme/crm:… (alice) — api
+		b.WriteString("ENVIRONMENT " + sanitize(r.Action) + " " + sanitize(r.Preview.Name) + " by " + who(r))
+		if r.Preview.Actor != "" {
+			b.WriteString(" (" + sanitize(r.Preview.Actor) + ")")
+		}
+		if r.Reason != "" {
+			b.WriteString(" — ")
+			b.WriteString(sanitize(r.Reason))
+		}
+		return b.String()
+	}
 	if r.Kind != "" {
 		b.WriteString(strings.ToUpper(sanitize(r.Kind)))
 		if r.Event != "" {

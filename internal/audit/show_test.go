@@ -250,3 +250,14 @@ func TestFilesIgnoresOtherNames(t *testing.T) {
 		t.Errorf("Files = %v, want %v", files, want)
 	}
 }
+
+// TestFormatEnvironment: an environment record reads as what happened to
+// which preview, by whom and why.
+func TestFormatEnvironment(t *testing.T) {
+	r := &Record{Time: time.Date(2026, 1, 1, 10, 42, 9, 0, time.UTC), Kind: KindEnvironment, Action: EnvironmentRetire,
+		Subject: "github-webhook", Reason: "webhook: pull_request #42 closed (merged)", Preview: &Preview{Name: "pr-42", Actor: "carol\x1b[2J"}}
+	want := "10:42:09 ENVIRONMENT retire pr-42 by github-webhook (carol\\x1b[2J) — webhook: pull_request #42 closed (merged)"
+	if got := Format(r); got != want {
+		t.Fatalf("Format = %q\nwant       %q", got, want)
+	}
+}

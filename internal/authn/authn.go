@@ -112,6 +112,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// LiveAudience, when set, accepts besides an issuer's Audiences any
+	// "aud" it reports as the protected resource of a live environment (a
+	// preview). Such a token's Principal has LiveAudienceOnly set: the
+	// caller must check it is presented at that very environment.
+	LiveAudience func(aud string) bool
 }
 
 // Principal is the verified identity behind a token. Treat it as read-only.
@@ -130,6 +135,14 @@ type Principal struct {
 	TokenID string
 	// ExpiresAt is the token's "exp".
 	ExpiresAt time.Time
+	// IssuedAt is the token's "iat"; zero when it has none.
+	IssuedAt time.Time
+	// Audiences are the token's "aud" values.
+	Audiences []string
+	// LiveAudienceOnly is true when "aud" names none of the issuer's
+	// configured audiences and only Config.LiveAudience accepted it (a
+	// token for a preview environment, not for production).
+	LiveAudienceOnly bool
 }
 
 // Delegation describes a delegation grant carried by a gateway-issued token.
@@ -161,6 +174,7 @@ type Authenticator struct {
 	client  *http.Client
 	log     *slog.Logger
 	now     func() time.Time
+	live    func(string) bool
 }
 
 // New validates cfg and returns an Authenticator. It does no network work:
@@ -195,6 +209,7 @@ func New(ctx context.Context, cfg Config) (*Authenticator, error) {
 		client:  cfg.HTTPClient,
 		log:     cfg.Logger.With("component", "authn"),
 		now:     cfg.Now,
+		live:    cfg.LiveAudience,
 	}
 	for n, ic := range cfg.Issuers {
 		if err := validateIssuer(ic); err != nil {
@@ -312,7 +327,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, raw string) (*Principa
 	if err := tok.Claims(&claims); err != nil {
 		return nil, invalid("malformed claims")
 	}
-	p, err := is.principal(claims, now)
+	p, err := is.principal(claims, now, a.live)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -170,6 +171,10 @@ func TestAuthenticateGood(t *testing.T) {
 			}
 			got := *p
 			got.Claims = nil
+			if got.LiveAudienceOnly || !got.IssuedAt.Equal(clk.Now()) || len(got.Audiences) == 0 {
+				t.Errorf("LiveAudienceOnly %v, IssuedAt %v, Audiences %v: want false, now, the aud", got.LiveAudienceOnly, got.IssuedAt, got.Audiences)
+			}
+			got.IssuedAt, got.Audiences = time.Time{}, nil
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("principal\n got %+v\nwant %+v", got, want)
 			}
@@ -706,5 +711,36 @@ func TestClaimRoles(t *testing.T) {
 		if got := strings.Join(ClaimRoles(claims, path), ","); got != want {
 			t.Errorf("ClaimRoles(%q) = %q, want %q", path, got, want)
 		}
+	}
+}
+
+// TestLiveAudience: a token for a live environment's resource is accepted
+// only through Config.LiveAudience, marked as not for a configured audience;
+// once the environment is gone, it is refused.
+func TestLiveAudience(t *testing.T) {
+	clk := newClock()
+	iss := startIssuer(t, clk, devissuer.Options{})
+	const preview = "http://127.0.0.1:9/env/pr-1/mcp"
+	live := true
+	a, err := New(context.Background(), Config{Issuers: []IssuerConfig{{Issuer: iss.URL(), Audiences: []string{testAud}}}, Now: clk.Now,
+		CacheSize: -1, LiveAudience: func(aud string) bool { return live && aud == preview }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	p, err := a.Authenticate(ctx, mint(t, iss, map[string]any{"sub": "a", "aud": preview}))
+	if err != nil || !p.LiveAudienceOnly || !slices.Equal(p.Audiences, []string{preview}) {
+		t.Fatalf("preview token: %+v %v, want accepted with LiveAudienceOnly", p, err)
+	}
+	p, err = a.Authenticate(ctx, mint(t, iss, map[string]any{"sub": "a", "aud": []any{preview, testAud}}))
+	if err != nil || p.LiveAudienceOnly {
+		t.Fatalf("token for both: %+v %v, want not LiveAudienceOnly", p, err)
+	}
+	if _, err := a.Authenticate(ctx, mint(t, iss, map[string]any{"sub": "a", "aud": "http://127.0.0.1:9/env/pr-2/mcp"})); !errors.Is(err, ErrInvalidToken) {
+		t.Fatalf("token for an unknown environment: %v, want invalid", err)
+	}
+	live = false
+	if _, err := a.Authenticate(ctx, mint(t, iss, map[string]any{"sub": "a", "aud": preview})); !errors.Is(err, ErrInvalidToken) {
+		t.Fatalf("token for a retired environment: %v, want invalid", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"math"
+	"slices"
 	"strings"
 	"time"
 )
@@ -21,7 +22,7 @@ func decodeSegment(seg string, v any) error {
 }
 
 // principal checks the verified claims and builds the Principal.
-func (is *issuer) principal(claims map[string]any, now time.Time) (*Principal, error) {
+func (is *issuer) principal(claims map[string]any, now time.Time, live func(string) bool) (*Principal, error) {
 	if iss, _ := claims["iss"].(string); iss != is.cfg.Issuer {
 		return nil, invalid("issuer mismatch")
 	}
@@ -29,7 +30,9 @@ func (is *issuer) principal(claims map[string]any, now time.Time) (*Principal, e
 	if sub == "" {
 		return nil, invalid("missing subject")
 	}
-	if !audienceMatches(claims["aud"], is.cfg.Audiences) {
+	auds := audiences(claims["aud"])
+	configured := slices.ContainsFunc(auds, func(a string) bool { return slices.Contains(is.cfg.Audiences, a) })
+	if !configured && (live == nil || !slices.ContainsFunc(auds, live)) {
 		return nil, invalid("token not issued for this audience")
 	}
 	exp, ok := numericDate(claims["exp"])
@@ -53,11 +56,16 @@ func (is *issuer) principal(claims map[string]any, now time.Time) (*Principal, e
 		}
 	}
 	p := &Principal{
-		Issuer:    is.cfg.Issuer,
-		Subject:   sub,
-		Claims:    claims,
-		ExpiresAt: exp,
-		Roles:     roles(lookup(claims, is.roles)),
+		Issuer:           is.cfg.Issuer,
+		Subject:          sub,
+		Claims:           claims,
+		ExpiresAt:        exp,
+		Roles:            roles(lookup(claims, is.roles)),
+		Audiences:        auds,
+		LiveAudienceOnly: !configured,
+	}
+	if iat, ok := numericDate(claims["iat"]); ok {
+		p.IssuedAt = iat
 	}
 	p.Email, _ = claims["email"].(string)
 	p.Name, _ = claims["name"].(string)
@@ -133,28 +141,22 @@ func actors(v any) (string, []string, error) {
 	return current, prior, nil
 }
 
-func audienceMatches(aud any, accepted []string) bool {
+// audiences are the string values of an "aud" claim (a string or an
+// array; other entries are ignored).
+func audiences(aud any) []string {
 	switch a := aud.(type) {
 	case string:
-		for _, want := range accepted {
-			if a == want {
-				return true
-			}
-		}
+		return []string{a}
 	case []any:
+		out := make([]string, 0, len(a))
 		for _, e := range a {
-			s, ok := e.(string)
-			if !ok {
-				continue
-			}
-			for _, want := range accepted {
-				if s == want {
-					return true
-				}
+			if s, ok := e.(string); ok {
+				out = append(out, s)
 			}
 		}
+		return out
 	}
-	return false
+	return nil
 }
 
 // numericDate converts a JSON NumericDate (seconds, possibly fractional).

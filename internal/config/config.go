@@ -49,6 +49,49 @@ type Config struct {
 	Server Server `yaml:"server"`
 	// CORS lets browser-based MCP clients on other origins call /mcp.
 	CORS CORS `yaml:"cors"`
+	// Environments lets CI open preview environments at run time (see
+	// docs/previews.md); off unless ci_issuers or admin_roles is set.
+	Environments Environments `yaml:"environments"`
+}
+
+// Environments configures preview environments: who may create and retire
+// them, where their upstreams may be, and how long they live.
+type Environments struct {
+	// CIIssuers are the CI OIDC issuers whose tokens may manage
+	// environments, each with the claims a token must carry.
+	CIIssuers []CIIssuer `yaml:"ci_issuers"`
+	// AdminRoles: a human whose token (from auth.issuers) carries one of
+	// these roles may manage every environment.
+	AdminRoles []string `yaml:"admin_roles"`
+	// AllowedUpstreams are the URL patterns every preview URL (base_url,
+	// openapi, mcp) must match: scheme://host[:port][/path], where * stands
+	// for part of one host label.
+	AllowedUpstreams []string `yaml:"allowed_upstreams"`
+	// GitHubWebhookSecret verifies POST /hooks/github (X-Hub-Signature-256);
+	// write it as ${VAR}, at least 16 characters. Empty: no webhook (404).
+	// Never logged.
+	GitHubWebhookSecret string `yaml:"github_webhook_secret"`
+	// DefaultTTL is the life of a preview created without a ttl.
+	DefaultTTL Duration `yaml:"default_ttl"`
+	// MaxTTL is the longest life a preview may ask for.
+	MaxTTL Duration `yaml:"max_ttl"`
+	// Max is the number of live previews at most.
+	Max int `yaml:"max"`
+}
+
+// Enabled reports whether anyone may manage preview environments.
+func (e Environments) Enabled() bool { return len(e.CIIssuers) > 0 || len(e.AdminRoles) > 0 }
+
+// CIIssuer is one CI OIDC issuer (GitHub Actions, GitLab CI…).
+type CIIssuer struct {
+	// Issuer is the issuer URL (https unless loopback); discovery and keys
+	// are fetched from it.
+	Issuer string `yaml:"issuer"`
+	// Audiences are the accepted aud values; at least one.
+	Audiences []string `yaml:"audiences"`
+	// Claims must each match the token's claim of that name: equal, or,
+	// for a value ending in *, start with what precedes it.
+	Claims map[string]string `yaml:"claims"`
 }
 
 // Server configures the HTTP server itself.
@@ -377,8 +420,9 @@ func Default() Config {
 			RedisTimeout: Duration(100 * time.Millisecond),
 			Refusals:     Rate{Requests: 30, Per: Duration(time.Minute)},
 		},
-		Redaction: Redaction{Detectors: []string{"secret", "credit_card", "ssn"}},
-		Audit:     Audit{Path: "./audit.log", OnError: "deny", Fsync: "batch", RecordInput: RecordInputRedacted, Checkpoint: Checkpoint{Every: Duration(10 * time.Second)}},
+		Redaction:    Redaction{Detectors: []string{"secret", "credit_card", "ssn"}},
+		Audit:        Audit{Path: "./audit.log", OnError: "deny", Fsync: "batch", RecordInput: RecordInputRedacted, Checkpoint: Checkpoint{Every: Duration(10 * time.Second)}},
+		Environments: Environments{DefaultTTL: Duration(24 * time.Hour), MaxTTL: Duration(168 * time.Hour), Max: 50},
 		Server: Server{
 			UnauthenticatedRate:  Rate{Requests: 120, Per: Duration(time.Minute)},
 			UnauthenticatedQuota: 10000,

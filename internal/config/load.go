@@ -493,6 +493,7 @@ func (c *Config) Validate() Problems {
 		}
 	}
 	ps = append(ps, c.validateServer()...)
+	ps = append(ps, c.validateEnvironments()...)
 	return ps
 }
 

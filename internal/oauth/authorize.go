@@ -125,8 +125,13 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resources := q["resource"]
-	if len(resources) != 1 || strings.TrimSuffix(resources[0], "/") != s.o.Resource {
-		fail("invalid_target", "resource must be "+s.o.Resource)
+	if len(resources) != 1 {
+		fail("invalid_target", "resource must be "+s.o.Resource+" or a live preview environment's")
+		return
+	}
+	resource, ok := s.resource(resources[0])
+	if !ok {
+		fail("invalid_target", "resource must be "+s.o.Resource+" or a live preview environment's (an unknown or retired environment is refused)")
 		return
 	}
 	scope := strings.TrimSpace(q.Get("scope"))
@@ -140,7 +145,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	ar := authRequest{
 		ClientID: c.ID, ClientName: c.Name, ClientKind: c.Kind, RedirectURI: redirectURI, State: state,
-		Challenge: q.Get("code_challenge"), Resource: s.o.Resource, Scopes: scopes, Created: s.now().UTC(),
+		Challenge: q.Get("code_challenge"), Resource: resource, Scopes: scopes, Created: s.now().UTC(),
 	}
 	rid := randomString(18)
 	if err := s.putJSON(ctx, "oauth:req:"+rid, ar, requestTTL); err != nil {

@@ -112,9 +112,13 @@ type Options struct {
 	// Issuer is the gateway's public_url: the authorization server's
 	// issuer identifier and the base of every endpoint.
 	Issuer string
-	// Resource is public_url + "/mcp", the only resource tokens are for.
+	// Resource is public_url + "/mcp", production's resource.
 	Resource string
-	KV       KV
+	// Resources, when set, lets clients ask for tokens for a live preview
+	// environment (resource=public_url/env/{name}/mcp); nil: production's
+	// Resource only.
+	Resources delegation.Resources
+	KV        KV
 	// Clients holds dynamically registered clients until their first
 	// completed sign-in (then they move to KV for clientTTL); Pending holds
 	// pending authorization requests, sign-in state and the metadata

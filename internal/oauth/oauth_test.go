@@ -30,7 +30,7 @@ func (m *fakeMinter) Issue(_ context.Context, subj *delegation.Subject, agent st
 	m.n++
 	now := time.Now()
 	iss := delegation.Issued{ID: "jti-" + string(rune('a'+m.n)), Subject: subj.Subject, SubjectIssuer: subj.Issuer, Agent: agent,
-		Scopes: scopes, IssuedAt: now, ExpiresAt: now.Add(ttl)}
+		Scopes: scopes, IssuedAt: now, ExpiresAt: now.Add(ttl), Resource: subj.Resource}
 	m.issued = append(m.issued, iss)
 	return "access-" + iss.ID, iss, nil
 }

@@ -56,6 +56,9 @@ type Grant struct {
 	// CheckedAt is when the human was last confirmed at the login issuer
 	// (sign-in or refresh there); Human's roles and claims are from then.
 	CheckedAt time.Time `json:"checked_at"`
+	// Resource is the preview environment's resource the grant is for;
+	// "" for production. The grant ends when that preview is retired.
+	Resource string `json:"resource,omitempty"`
 }
 
 type tokenRef struct {
@@ -212,11 +215,17 @@ func (s *Server) redeemCode(ctx context.Context, f url.Values) (map[string]any, 
 	if res := f.Get("resource"); res != "" && strings.TrimSuffix(res, "/") != cr.Resource {
 		return nil, terr("invalid_target", "resource must be "+cr.Resource)
 	}
+	if cr.Resource != s.o.Resource && !s.live(cr.Resource) {
+		return nil, terr("invalid_grant", delegation.ErrEnvironmentRetired.Error())
+	}
 	g := &Grant{
 		ID: gid, Human: cr.Human, ClientID: cr.ClientID, ClientName: cr.ClientName,
 		Redirect: redirectHost(cr.RedirectURI), Scopes: cr.Scopes,
 		Created: cr.ConsentAt, Expires: cr.ConsentAt.Add(s.o.RefreshTTL),
 		IdPRefresh: cr.IdPRefresh, CheckedAt: cr.CheckedAt,
+	}
+	if cr.Resource != s.o.Resource {
+		g.Resource = cr.Resource
 	}
 	if !g.Expires.After(now.Add(time.Second)) {
 		return nil, terr("invalid_grant", "the approval has expired")
@@ -241,7 +250,7 @@ func (s *Server) issue(ctx context.Context, g *Grant, scopes []string) (map[stri
 	ttl = ttl.Truncate(time.Second)
 	subj := &delegation.Subject{
 		Issuer: g.Human.Issuer, Subject: g.Human.Subject, Email: g.Human.Email, Name: g.Human.Name,
-		Roles: g.Human.Roles, Claims: g.Human.Claims,
+		Roles: g.Human.Roles, Claims: g.Human.Claims, Resource: g.Resource,
 	}
 	tok, issued, err := s.o.Minter.Issue(ctx, subj, g.ClientID, scopes, ttl)
 	if err != nil {
@@ -316,6 +325,12 @@ func (s *Server) refresh(ctx context.Context, f url.Values) (map[string]any, err
 	}
 	if f.Get("client_id") != g.ClientID || g.Refresh != rh {
 		return nil, terr("invalid_grant", "the refresh token was issued to another client")
+	}
+	if g.Resource != "" && !s.live(g.Resource) { // its preview was retired: the grant ends
+		if err := s.revokeGrant(ctx, g.ID, delegation.ErrEnvironmentRetired.Error()); err != nil {
+			return nil, unavailable(err)
+		}
+		return nil, terr("invalid_grant", delegation.ErrEnvironmentRetired.Error())
 	}
 	scopes := g.Scopes
 	if sc := f.Get("scope"); sc != "" {
@@ -481,4 +496,22 @@ func redirectHost(raw string) string {
 		return u.Scheme + ":"
 	}
 	return u.Host
+}
+
+// live reports whether resource is a live preview environment's.
+func (s *Server) live(resource string) bool {
+	return s.o.Resources != nil && s.o.Resources.Live(resource)
+}
+
+// resource is the resource a client asked for, normalised: production's,
+// or a live preview's; false for anything else.
+func (s *Server) resource(asked string) (string, bool) {
+	r := strings.TrimSuffix(asked, "/")
+	switch {
+	case r == s.o.Resource:
+		return r, true
+	case s.live(r):
+		return r, true
+	}
+	return "", false
 }

@@ -29,6 +29,16 @@
 // after. On Redis each slot is a lease (RedisOptions.Lease) so that a
 // crashed replica cannot hold slots for ever.
 //
+// # One round trip, exact
+//
+// Redis.Allow is one EVALSHA per call, on go-redis's ordinary connection
+// pool. Neither tokens leased per replica (a replica charging Redis for
+// several calls at once) nor go-redis auto-pipelining is used: leasing makes
+// the fleet-wide limit inexact (tokens held by a quiet replica are refused
+// to the others; tokens spent after the bucket refilled exceed the burst),
+// and auto-pipelining added latency at low concurrency for a few µs of CPU at
+// high concurrency. docs/operations.md has the measurements.
+//
 // # Failing closed
 //
 // Allow returns an error, never a silent allow, when Redis fails or is slow

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -462,7 +463,7 @@ func TestParseRedisURL(t *testing.T) {
 				t.Fatalf("options %+v", o)
 			}
 			if o.DialTimeout != defaultDialTimeout || o.ReadTimeout != defaultReadTimeout || o.WriteTimeout != defaultWriteTimeout ||
-				o.PoolTimeout != defaultPoolTimeout || o.PoolSize != defaultPoolSize || o.MaxRetries != defaultMaxRetries || !o.ContextTimeoutEnabled {
+				o.PoolTimeout != defaultPoolTimeout || o.PoolSize != defaultPoolSize() || o.MaxRetries != defaultMaxRetries || !o.ContextTimeoutEnabled {
 				t.Fatalf("defaults not applied: %+v", o)
 			}
 		}, ""},
@@ -568,6 +569,38 @@ func FuzzParseRedisURL(f *testing.F) {
 			t.Fatalf("%q: %d configurations set", raw, n)
 		}
 	})
+}
+
+// TestDefaultPoolSize: without pool_size in the URL the pool grows with the
+// CPUs that run calls (go-redis's own default, 10 per CPU), never below 20,
+// so that calls in flight do not queue for a connection on a larger machine.
+func TestDefaultPoolSize(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	for _, tc := range []struct{ procs, want int }{{1, 20}, {2, 20}, {8, 80}} {
+		runtime.GOMAXPROCS(tc.procs)
+		for _, raw := range []string{"redis://127.0.0.1:6390", "redis+cluster://127.0.0.1:7000", "redis+sentinel://127.0.0.1:26379?master_name=m"} {
+			c, err := parseRedisURL(raw, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got int
+			switch {
+			case c.simple != nil:
+				got = c.simple.PoolSize
+			case c.cluster != nil:
+				got = c.cluster.PoolSize
+			default:
+				got = c.failover.PoolSize
+			}
+			if got != tc.want {
+				t.Errorf("GOMAXPROCS %d, %s: pool size %d, want %d", tc.procs, raw, got, tc.want)
+			}
+		}
+	}
+	c, err := parseRedisURL("redis://127.0.0.1:6390?pool_size=3", 0)
+	if err != nil || c.simple.PoolSize != 3 {
+		t.Fatalf("pool_size=3: %v %+v", err, c.simple)
+	}
 }
 
 func BenchmarkMemoryAllow(b *testing.B) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"runtime"
 	"strings"
 	"time"
 
@@ -11,16 +12,25 @@ import (
 )
 
 // Connection defaults for a gateway: a few tens of milliseconds at most per
-// step, a small pool, one retry. A query parameter of the same name wins.
+// step, a pool sized like go-redis's own default, one retry. A query
+// parameter of the same name wins.
 const (
 	defaultDialTimeout  = 100 * time.Millisecond
 	defaultReadTimeout  = 50 * time.Millisecond
 	defaultWriteTimeout = 50 * time.Millisecond
 	defaultPoolTimeout  = 50 * time.Millisecond
-	defaultPoolSize     = 20
+	minPoolSize         = 20
 	defaultMaxRetries   = 1
 	defaultDialRetries  = 1 // one dial attempt: fail fast while Redis is down
 )
+
+// defaultPoolSize is the pool size when the URL sets none: go-redis's own
+// default (10 connections per CPU the process may use), and at least
+// minPoolSize. Every call in flight holds a connection for one round trip;
+// when all are taken the next call waits for one (up to the pool timeout,
+// after which it fails closed), so the pool grows with the CPUs that run
+// the calls.
+func defaultPoolSize() int { return max(minPoolSize, 10*runtime.GOMAXPROCS(0)) }
 
 // redisConfig is a parsed Redis URL: exactly one field is set.
 type redisConfig struct {
@@ -46,7 +56,8 @@ type redisConfig struct {
 // rediss+cluster:// and rediss+sentinel:// use TLS. For Sentinel the URL's
 // user info authenticates to the sentinels and the username/password query
 // parameters to the master. Unless given, timeouts default to 100 ms dial,
-// 50 ms read/write/pool wait, a pool of 20 connections, one dial attempt
+// 50 ms read/write/pool wait, a pool of 10 connections per CPU
+// (GOMAXPROCS, at least 20), one dial attempt
 // and one command retry, and
 // context deadlines are always honoured. Errors never echo the URL (it may
 // hold a password).
@@ -127,7 +138,7 @@ func parseRedisURL(raw string, timeout time.Duration) (redisConfig, error) {
 		set("read_timeout", readTimeout, o.read)
 		set("write_timeout", writeTimeout, o.write)
 		set("pool_timeout", poolTimeout, o.pool)
-		seti("pool_size", defaultPoolSize, o.poolSize)
+		seti("pool_size", defaultPoolSize(), o.poolSize)
 		seti("max_retries", defaultMaxRetries, o.maxRetries)
 		seti("dialer_retries", defaultDialRetries, o.dialerRetries)
 		*o.ctxTimeout = true // context deadlines always apply

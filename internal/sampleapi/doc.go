@@ -18,5 +18,7 @@
 // Started with [Start], it verifies the gateway's identity assertion on
 // every request but /openapi.json and /health, as examples/fastapi does,
 // and answers 401 without a valid one: the demo's data is reachable only
-// through the gateway.
+// through the gateway. [StartBranch] serves the "branch" variant
+// ([NewBranch]): the same API plus one new operation,
+// get_customer_loyalty, as a pull request's preview deployment would.
 package sampleapi

@@ -26,6 +26,11 @@ type API struct {
 	orders    map[string]order
 	now       func() time.Time
 
+	// branch and doc are set for the branch variant (NewBranch): its
+	// name, and the document that adds its operation.
+	branch string
+	doc    []byte
+
 	mu         sync.Mutex
 	tickets    map[string]*ticket
 	refunds    map[string]*refund
@@ -43,6 +48,7 @@ func New() *API {
 		nextTicket: 3,
 		nextRefund: 1,
 		now:        time.Now,
+		doc:        openAPIDoc,
 	}
 	for _, c := range seedCustomers() {
 		a.customers[c.CustomerID] = c
@@ -109,7 +115,11 @@ func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	allowed := map[string][]string{}
 	var paths []string
-	for _, rt := range routes {
+	served := routes
+	if a.branch != "" {
+		served = append(slices.Clone(routes), loyaltyRoute)
+	}
+	for _, rt := range served {
 		mux.Handle(rt.method+" "+rt.path, serve(rt.h(a)))
 		if _, seen := allowed[rt.path]; !seen {
 			paths = append(paths, rt.path)
@@ -118,7 +128,7 @@ func (a *API) Handler() http.Handler {
 	}
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(openAPIDoc)
+		_, _ = w.Write(a.doc)
 	})
 	allowed["/openapi.json"] = []string{"GET"}
 	paths = append(paths, "/openapi.json")
@@ -539,7 +549,21 @@ func (a *API) issueRefund(r *http.Request) (int, any, error) {
 // gateway assertion that v verifies (401 otherwise), as a real upstream
 // behind Harness does. The server also closes when ctx ends.
 func Start(ctx context.Context, addr string, v Verification) (url string, stop func(context.Context) error, err error) {
-	handler, err := v.guard(ctx, New().Handler())
+	return start(ctx, addr, v, New())
+}
+
+// StartBranch is Start for the branch variant (NewBranch): the sample API
+// as branch's preview deployment serves it.
+func StartBranch(ctx context.Context, addr, branch string, v Verification) (url string, stop func(context.Context) error, err error) {
+	a, err := NewBranch(branch)
+	if err != nil {
+		return "", nil, err
+	}
+	return start(ctx, addr, v, a)
+}
+
+func start(ctx context.Context, addr string, v Verification, a *API) (url string, stop func(context.Context) error, err error) {
+	handler, err := v.guard(ctx, a.Handler())
 	if err != nil {
 		return "", nil, err
 	}

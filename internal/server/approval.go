@@ -60,7 +60,7 @@ func (s *Server) approvalGate(ctx context.Context, c *call, in *policy.Input, na
 	if err != nil {
 		masked = json.RawMessage(`"(withheld: the arguments could not be masked)"`)
 	}
-	b := approvals.Binding{Digest: digest, Issuer: humanIssuer(p), Subject: p.Subject, Agent: p.Agent, Environment: s.cfg.Environment}
+	b := approvals.Binding{Digest: digest, Issuer: humanIssuer(p), Subject: p.Subject, Agent: p.Agent, Environment: s.envOf(ctx).label}
 	tmpl := approvals.Request{Email: p.Email, Name: p.Name, Tool: name, Arguments: masked, Approvers: ap.Approvers, Reason: ap.Reason}
 	// A 2026-07-28 retry echoes the requestState it was given: it must be
 	// the gateway's, for this very call (human, agent, arguments).
@@ -102,7 +102,7 @@ func (s *Server) approvalGate(ctx context.Context, c *call, in *policy.Input, na
 	}
 	if wantsURLElicitation(ctx) {
 		c.answer = mcp.URLElicitationRequiredError{Elicitations: []mcp.ElicitationParams{el}}
-		s.watchElicitation(r.ID, sessionIDOf(ctx))
+		s.watchElicitation(s.envOf(ctx), r.ID, sessionIDOf(ctx))
 	}
 	return ref
 }

@@ -31,13 +31,13 @@ const maxWatchedElicitations = 4096
 // notifications/elicitation/complete once it is decided or gone.
 type elicitationWatch struct {
 	mu      sync.Mutex
-	ids     map[string]map[string]struct{} // request id -> session ids
+	ids     map[string]map[string]*env // request id -> session id -> its environment
 	running bool
 }
 
 // watchElicitation records that sessionID was given request id. The
 // poller runs only while something is watched.
-func (s *Server) watchElicitation(id, sessionID string) {
+func (s *Server) watchElicitation(e *env, id, sessionID string) {
 	lookup, ok := s.approvals.(ApprovalLookup)
 	if !ok || id == "" || sessionID == "" {
 		return
@@ -46,7 +46,7 @@ func (s *Server) watchElicitation(id, sessionID string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.ids == nil {
-		w.ids = map[string]map[string]struct{}{}
+		w.ids = map[string]map[string]*env{}
 	}
 	sessions, ok := w.ids[id]
 	if !ok {
@@ -54,10 +54,10 @@ func (s *Server) watchElicitation(id, sessionID string) {
 			s.log.Warn("too many approval requests watched for elicitation/complete: not watching", "approval", id)
 			return
 		}
-		sessions = map[string]struct{}{}
+		sessions = map[string]*env{}
 		w.ids[id] = sessions
 	}
-	sessions[sessionID] = struct{}{}
+	sessions[sessionID] = e
 	if !w.running {
 		w.running = true
 		go s.pollElicitations(lookup)
@@ -93,10 +93,10 @@ func (s *Server) pollElicitations(lookup ApprovalLookup) {
 			sessions := w.ids[id]
 			delete(w.ids, id)
 			w.mu.Unlock()
-			for sid := range sessions {
+			for sid, e := range sessions {
 				// A session that ended (or lives on another replica) is
 				// simply not found.
-				if err := s.mcp.SendNotificationToSpecificClient(sid, "notifications/elicitation/complete", map[string]any{"elicitationId": id}); err != nil {
+				if err := e.mcp.SendNotificationToSpecificClient(sid, "notifications/elicitation/complete", map[string]any{"elicitationId": id}); err != nil {
 					s.log.Debug("elicitation/complete not delivered", "err", err, "approval", id)
 				}
 			}

@@ -45,15 +45,21 @@ func rawTokenFrom(ctx context.Context) string {
 	return t
 }
 
-// metadataURL is the RFC 9728 document for the /mcp resource.
-func (s *Server) metadataURL() string {
-	return s.cfg.PublicURL + "/.well-known/oauth-protected-resource/mcp"
+// metadataURL is the RFC 9728 document of e's resource.
+func (s *Server) metadataURL(e *env) string {
+	return s.cfg.PublicURL + "/.well-known/oauth-protected-resource" + e.path()
 }
 
-// challenge answers 401 with the RFC 9728 pointer. invalid is true when a
-// token was presented and refused; desc is a safe description.
+// challenge answers 401 with the RFC 9728 pointer of the request's
+// environment. invalid is true when a token was presented and refused;
+// desc is a safe description.
 func (s *Server) challenge(w http.ResponseWriter, r *http.Request, invalid bool, desc string) {
-	v := fmt.Sprintf(`Bearer resource_metadata=%q`, s.metadataURL())
+	s.challengeAt(w, r, s.metadataURL(s.envOf(r.Context())), invalid, desc)
+}
+
+// challengeAt is challenge naming the metadata document at metadata.
+func (s *Server) challengeAt(w http.ResponseWriter, r *http.Request, metadata string, invalid bool, desc string) {
+	v := fmt.Sprintf(`Bearer resource_metadata=%q`, metadata)
 	if invalid {
 		v += fmt.Sprintf(`, error="invalid_token", error_description=%q`, sanitizeHeader(desc))
 	}
@@ -90,6 +96,10 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		ctx := r.Context()
 		actx, end := s.stage(ctx, telemetry.StageAuthn)
 		p, err := s.authn.Authenticate(actx, raw)
+		e := s.envOf(ctx)
+		if err == nil {
+			err = checkEnvironment(e, p)
+		}
 		if err == nil {
 			err = s.checkRevoked(actx, p)
 		}
@@ -117,7 +127,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		sum := sha256.Sum256([]byte(raw))
 		ctx = context.WithValue(ctx, principalKey, p)
 		ctx = context.WithValue(ctx, tokenHashKey, hex.EncodeToString(sum[:16]))
-		if p.Delegation == nil && len(s.exchangers) > 0 {
+		if p.Delegation == nil && len(e.exchangers) > 0 {
 			// Only a trusted IdP's own token can be exchanged, and only
 			// upstreams with token_exchange need it.
 			ctx = context.WithValue(ctx, rawTokenKey{}, raw)

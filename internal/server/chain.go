@@ -23,7 +23,11 @@ import (
 //	requestID      every request gets an id (echoed as X-Request-Id, logged)
 //	accessLog      one line per request: method, path, status, duration
 //	limitBody      bodies over maxBodyBytes are refused with 413 before parsing
-//	authenticate   bearer token → Principal, or 401 with WWW-Authenticate
+//	routeEnv       /mcp is production, /env/{name}/mcp a live preview (404
+//	               unknown, 401 "environment retired"); the environment
+//	               rides in the context for everything below
+//	authenticate   bearer token → Principal, or 401 with WWW-Authenticate;
+//	               the token must be for the request's environment
 //	bindSession    a legacy Mcp-Session-Id must belong to that Principal
 //	mcp-go         JSON-RPC; tools/call runs the pipeline in pipeline.go
 //
@@ -180,7 +184,7 @@ func bearer(r *http.Request) (string, bool) {
 func (s *Server) readDeadline(next http.Handler) http.Handler {
 	d := s.cfg.Server.ReadTimeout.D()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if d <= 0 || r.Body == nil || r.Body == http.NoBody || (r.Method == http.MethodGet && r.URL.Path == "/mcp") {
+		if d <= 0 || r.Body == nil || r.Body == http.NoBody || (r.Method == http.MethodGet && isMCPPath(r.URL.Path)) {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -265,3 +269,13 @@ func (tw *timeoutWriter) Flush() {
 
 // Unwrap lets http.ResponseController reach the real writer.
 func (tw *timeoutWriter) Unwrap() http.ResponseWriter { return tw.ResponseWriter }
+
+// isMCPPath reports whether path is an MCP endpoint (production's or a
+// preview's), whose GET is a long-lived event stream.
+func isMCPPath(path string) bool {
+	if path == "/mcp" {
+		return true
+	}
+	_, ok := parseEnvPath(path, "")
+	return ok
+}

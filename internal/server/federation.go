@@ -65,7 +65,7 @@ func (s *Server) mcpCall(ctx context.Context, assertion string, meta *mcp.Meta) 
 			if method == "notifications/message" {
 				// Filtered by this session's level (logging/setLevel of a
 				// 2025-11-25 session, the request's logLevel in 2026-07-28).
-				_ = s.mcp.SendLogMessageToClient(ctx, logMessage(params))
+				_ = s.envOf(ctx).mcp.SendLogMessageToClient(ctx, logMessage(params))
 				return
 			}
 			_ = srv.SendNotificationToClient(ctx, method, params)
@@ -90,15 +90,15 @@ type clientRelay struct {
 
 func (r clientRelay) CreateMessage(_ context.Context, req mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
 	//lint:ignore SA1019 relaying a legacy upstream's sampling request is the point
-	return r.s.mcp.RequestSampling(r.ctx, req)
+	return r.s.envOf(r.ctx).mcp.RequestSampling(r.ctx, req)
 }
 
 func (r clientRelay) Elicit(_ context.Context, req mcp.ElicitationRequest) (*mcp.ElicitationResult, error) {
-	return r.s.mcp.RequestElicitation(r.ctx, req)
+	return r.s.envOf(r.ctx).mcp.RequestElicitation(r.ctx, req)
 }
 
 func (r clientRelay) ListRoots(_ context.Context, req mcp.ListRootsRequest) (*mcp.ListRootsResult, error) {
-	return r.s.mcp.RequestRoots(r.ctx, req)
+	return r.s.envOf(r.ctx).mcp.RequestRoots(r.ctx, req)
 }
 
 // invokeMCPTool is steps 6–7 for a tool of an upstream MCP server: call it
@@ -112,7 +112,8 @@ func (s *Server) invokeMCPTool(ctx context.Context, c *call, req mcp.CallToolReq
 	mc := s.mcpCall(ctx, assertion, req.Params.Meta)
 	// The retry of an upstream's input_required result: the requestState
 	// must be the one the gateway sealed for this principal and call.
-	retry, err := s.mrtr.upstreamRetry(c.p, tool.Name, args, req.Params.MultiRoundTripParams)
+	e := s.envOf(ctx)
+	retry, err := s.mrtr.upstreamRetry(c.p, e.qualify(tool.Name), args, req.Params.MultiRoundTripParams)
 	if err != nil {
 		s.log.WarnContext(ctx, "retry with a requestState the gateway did not issue: refused", "tool", tool.Name)
 		_, _ = s.finish(ctx, c, decDeny, errBadState.Error(), nil)
@@ -120,7 +121,7 @@ func (s *Server) invokeMCPTool(ctx context.Context, c *call, req mcp.CallToolReq
 	}
 	mc.Retry = retry
 	uctx, end := s.stage(ctx, telemetry.StageUpstream)
-	res, err := s.catalog.CallMCP(uctx, tool, args, mc)
+	res, err := e.catalog.CallMCP(uctx, tool, args, mc)
 	end()
 	if err != nil {
 		s.log.WarnContext(ctx, "upstream call failed", "err", err, "tool", tool.Name)
@@ -144,7 +145,7 @@ func (s *Server) invokeMCPTool(ctx context.Context, c *call, req mcp.CallToolReq
 		out := &mcp.CallToolResult{Content: []mcp.Content{}}
 		out.ResultType = mcp.ResultTypeInputRequired
 		out.InputRequests = res.InputRequests
-		out.RequestState = s.mrtr.seal(c.p, tool.Name, args, res.RequestState)
+		out.RequestState = s.mrtr.seal(c.p, e.qualify(tool.Name), args, res.RequestState)
 		return s.finish(ctx, c, decAllow, orDefault(dec.Reason, "allowed by policy")+"; the upstream asks the agent for input", out)
 	}
 	_, end = s.stage(ctx, telemetry.StageRedact)
@@ -314,7 +315,7 @@ func renderMCP(red redactor, res *mcp.CallToolResult) (*mcp.CallToolResult, reda
 // op starts the audit record and span of a resource read or prompt get.
 func (s *Server) op(ctx context.Context, action, name, upstream string) (context.Context, *call) {
 	c := &call{start: time.Now(), p: principalFrom(ctx)}
-	c.rec = audit.Record{Action: action, Tool: name, Upstream: upstream, Environment: s.cfg.Environment, Session: sessionFrom(ctx)}
+	c.rec = audit.Record{Action: action, Tool: name, Upstream: upstream, Environment: s.envOf(ctx).label, Session: sessionFrom(ctx)}
 	if info := mcpserver.RequestProtocolInfoFromContext(ctx); info != nil {
 		c.rec.Protocol = info.ProtocolVersion
 	}
@@ -348,7 +349,8 @@ func policyResource(uri string, r *tools.Resource, t *tools.ResourceTemplate) *p
 // limited, read with the caller's identity, redacted and audited.
 func (s *Server) readResource(ctx context.Context, req mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
 	uri := req.Params.URI
-	r, t, ok := s.catalog.LookupResource(uri)
+	e := s.envOf(ctx)
+	r, t, ok := e.catalog.LookupResource(uri)
 	upstream := ""
 	if ok {
 		upstream = policyResource(uri, r, t).Upstream
@@ -372,7 +374,7 @@ func (s *Server) readResource(ctx context.Context, req mcp.ReadResourceRequest) 
 		return nil, s.opError(ctx, c, ref)
 	}
 	uctx, end := s.stage(ctx, telemetry.StageUpstream)
-	res, err := s.catalog.ReadResource(uctx, upstream, uri, s.mcpCall(ctx, assertion, req.Params.Meta))
+	res, err := e.catalog.ReadResource(uctx, upstream, uri, s.mcpCall(ctx, assertion, req.Params.Meta))
 	end()
 	if err != nil {
 		s.log.WarnContext(ctx, "upstream read failed", "err", err, "uri", uri)
@@ -398,7 +400,8 @@ func (s *Server) readResource(ctx context.Context, req mcp.ReadResourceRequest) 
 // getPrompt is the pipeline of prompts/get (action prompt).
 func (s *Server) getPrompt(ctx context.Context, req mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
 	name := req.Params.Name
-	pr, ok := s.catalog.LookupPrompt(name)
+	e := s.envOf(ctx)
+	pr, ok := e.catalog.LookupPrompt(name)
 	upstream := ""
 	if ok {
 		upstream = pr.Upstream
@@ -427,7 +430,7 @@ func (s *Server) getPrompt(ctx context.Context, req mcp.GetPromptRequest) (*mcp.
 		return nil, s.opError(ctx, c, ref)
 	}
 	mc := s.mcpCall(ctx, assertion, req.Params.Meta)
-	retry, err := s.mrtr.upstreamRetry(c.p, "prompt:"+name, args, req.Params.MultiRoundTripParams)
+	retry, err := s.mrtr.upstreamRetry(c.p, e.qualify("prompt:"+name), args, req.Params.MultiRoundTripParams)
 	if err != nil { // not sealed for this principal, prompt and arguments
 		s.log.WarnContext(ctx, "retry with a requestState the gateway did not issue: refused", "prompt", name)
 		_, _ = s.finish(ctx, c, decDeny, errBadState.Error(), nil)
@@ -435,7 +438,7 @@ func (s *Server) getPrompt(ctx context.Context, req mcp.GetPromptRequest) (*mcp.
 	}
 	mc.Retry = retry
 	uctx, end := s.stage(ctx, telemetry.StageUpstream)
-	res, err := s.catalog.GetPrompt(uctx, pr, req.Params.Arguments, mc)
+	res, err := e.catalog.GetPrompt(uctx, pr, req.Params.Arguments, mc)
 	end()
 	if err != nil {
 		s.log.WarnContext(ctx, "upstream prompt failed", "err", err, "prompt", name)
@@ -449,7 +452,7 @@ func (s *Server) getPrompt(ctx context.Context, req mcp.GetPromptRequest) (*mcp.
 		out := &mcp.GetPromptResult{Messages: []mcp.PromptMessage{}}
 		out.ResultType = mcp.ResultTypeInputRequired
 		out.InputRequests = res.InputRequests
-		out.RequestState = s.mrtr.seal(c.p, "prompt:"+name, args, res.RequestState)
+		out.RequestState = s.mrtr.seal(c.p, e.qualify("prompt:"+name), args, res.RequestState)
 		_, _ = s.finish(ctx, c, decAllow, orDefault(dec.Reason, "allowed by policy")+"; the upstream asks the agent for input", nil)
 		return out, nil
 	}
@@ -486,7 +489,7 @@ func (s *Server) getPrompt(ctx context.Context, req mcp.GetPromptRequest) (*mcp.
 // (action list); a failure shows nothing.
 func (s *Server) listDecision(ctx context.Context, p *authn.Principal, in *policy.Input) bool {
 	in.CacheKey = tokenKeyFrom(ctx)
-	dec, err := s.policy.Decide(ctx, in)
+	dec, err := s.envOf(ctx).policy.Decide(ctx, in)
 	if err != nil {
 		s.log.ErrorContext(ctx, "policy failed to filter a list: hiding", "err", err)
 		return false
@@ -524,7 +527,7 @@ func (s *Server) filterResources(ctx context.Context, _ any, _ *mcp.ListResource
 		return
 	}
 	for _, r := range res.Resources {
-		if rr, _, ok := s.catalog.LookupResource(r.URI); ok && rr != nil && s.resourceAllowed(ctx, p, policyResource(r.URI, rr, nil)) {
+		if rr, _, ok := s.envOf(ctx).catalog.LookupResource(r.URI); ok && rr != nil && s.resourceAllowed(ctx, p, policyResource(r.URI, rr, nil)) {
 			kept = append(kept, r)
 		}
 	}
@@ -538,7 +541,7 @@ func (s *Server) filterTemplates(ctx context.Context, _ any, _ *mcp.ListResource
 	}
 	p := principalFrom(ctx)
 	byRaw := map[string]*tools.ResourceTemplate{}
-	for _, t := range s.catalog.ResourceTemplates() {
+	for _, t := range s.envOf(ctx).catalog.ResourceTemplates() {
 		byRaw[t.URITemplate.Raw()] = t
 	}
 	kept := res.ResourceTemplates[:0]
@@ -570,7 +573,7 @@ func (s *Server) filterPrompts(ctx context.Context, _ any, _ *mcp.ListPromptsReq
 		return
 	}
 	for _, pr := range res.Prompts {
-		if tp, ok := s.catalog.LookupPrompt(pr.Name); ok && s.promptAllowed(ctx, p, tp) {
+		if tp, ok := s.envOf(ctx).catalog.LookupPrompt(pr.Name); ok && s.promptAllowed(ctx, p, tp) {
 			kept = append(kept, pr)
 		}
 	}
@@ -579,34 +582,35 @@ func (s *Server) filterPrompts(ctx context.Context, _ any, _ *mcp.ListPromptsReq
 
 // syncFederated registers the catalogue's resources, templates and
 // prompts with mcp-go (which tells sessions their lists changed).
-func (s *Server) syncFederated() {
+func (s *Server) syncFederated(e *env) {
 	var rs []mcpserver.ServerResource
-	for _, r := range s.catalog.Resources() {
+	for _, r := range e.catalog.Resources() {
 		rs = append(rs, mcpserver.ServerResource{Resource: r.Resource, Handler: s.readResource})
 	}
 	var ts []mcpserver.ServerResourceTemplate
-	for _, t := range s.catalog.ResourceTemplates() {
+	for _, t := range e.catalog.ResourceTemplates() {
 		ts = append(ts, mcpserver.ServerResourceTemplate{Template: t.ResourceTemplate, Handler: s.readResource})
 	}
 	var ps []mcpserver.ServerPrompt
-	for _, p := range s.catalog.Prompts() {
+	for _, p := range e.catalog.Prompts() {
 		ps = append(ps, mcpserver.ServerPrompt{Prompt: p.Prompt, Handler: s.getPrompt})
 	}
-	s.mcp.SetResources(rs...)
-	s.mcp.SetResourceTemplates(ts...)
-	s.mcp.SetPrompts(ps...)
+	e.mcp.SetResources(rs...)
+	e.mcp.SetResourceTemplates(ts...)
+	e.mcp.SetPrompts(ps...)
 }
 
 // CompletePromptArgument relays completion/complete for a prompt the
 // caller may get to its upstream (under the server's own name).
 func (s *Server) CompletePromptArgument(ctx context.Context, name string, arg mcp.CompleteArgument, cc mcp.CompleteContext) (*mcp.Completion, error) {
 	p := principalFrom(ctx)
-	pr, ok := s.catalog.LookupPrompt(name)
+	e := s.envOf(ctx)
+	pr, ok := e.catalog.LookupPrompt(name)
 	if p == nil || !ok || !s.promptAllowed(ctx, p, pr) {
 		return &mcp.Completion{Values: []string{}}, nil
 	}
 	params := mcp.CompleteParams{Ref: mcp.PromptReference{Type: "ref/prompt", Name: pr.Operation}, Argument: arg, Context: cc}
-	res, err := s.catalog.Complete(ctx, pr.Upstream, params, nil)
+	res, err := e.catalog.Complete(ctx, pr.Upstream, params, nil)
 	if err != nil {
 		return nil, fmt.Errorf("upstream %s: completion failed", pr.Upstream)
 	}
@@ -617,12 +621,13 @@ func (s *Server) CompletePromptArgument(ctx context.Context, name string, arg mc
 // template the caller may read.
 func (s *Server) CompleteResourceArgument(ctx context.Context, uri string, arg mcp.CompleteArgument, cc mcp.CompleteContext) (*mcp.Completion, error) {
 	p := principalFrom(ctx)
-	for _, t := range s.catalog.ResourceTemplates() {
+	e := s.envOf(ctx)
+	for _, t := range e.catalog.ResourceTemplates() {
 		if t.URITemplate.Raw() != uri || p == nil || !s.resourceAllowed(ctx, p, policyResource(uri, nil, t)) {
 			continue
 		}
 		params := mcp.CompleteParams{Ref: mcp.ResourceReference{Type: "ref/resource", URI: uri}, Argument: arg, Context: cc}
-		res, err := s.catalog.Complete(ctx, t.Upstream, params, nil)
+		res, err := e.catalog.Complete(ctx, t.Upstream, params, nil)
 		if err != nil {
 			return nil, fmt.Errorf("upstream %s: completion failed", t.Upstream)
 		}

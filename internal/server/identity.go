@@ -46,14 +46,15 @@ func (e *identityError) Unwrap() error { return e.cause }
 // upstream that trusts only the company IdP, to a token the IdP issued for
 // the human by token exchange. The agent's own token is never forwarded.
 func (s *Server) attachIdentity(ctx context.Context, h http.Header, p *authn.Principal, upstream string) error {
-	if ex := s.exchangers[upstream]; ex != nil {
+	e := s.envOf(ctx)
+	if ex := e.exchangers[upstream]; ex != nil {
 		return s.attachExchanged(ctx, h, ex, p, upstream)
 	}
-	if s.identity == nil {
+	if e.identity == nil {
 		return nil
 	}
 	a := delegation.Assertion{
-		Issuer:   s.cfg.PublicURL,
+		Issuer:   e.issuer,
 		Audience: upstream,
 		Subject:  p.Subject,
 		Actor:    p.Agent,
@@ -66,14 +67,14 @@ func (s *Server) attachIdentity(ctx context.Context, h http.Header, p *authn.Pri
 		a.Actors = d.Actors // prior actors; p.Agent is the current one
 	}
 	key := tokenKeyFrom(ctx) + "|" + upstream
-	tok, ok := s.assertions.get(key, time.Now())
+	tok, ok := e.assertions.get(key, time.Now())
 	if !ok {
 		var err error
-		if tok, err = s.identity.Assert(ctx, a); err != nil {
+		if tok, err = e.identity.Assert(ctx, a); err != nil {
 			return err
 		}
 		if key != "|"+upstream { // never share an assertion between credentials
-			s.assertions.put(key, tok, time.Now().Add(delegation.MaxAssertionTTL))
+			e.assertions.put(key, tok, time.Now().Add(delegation.MaxAssertionTTL))
 		}
 	}
 	h.Set("Authorization", "Bearer "+tok)
@@ -138,6 +139,13 @@ func (c *assertionCache) put(key, tok string, expires time.Time) {
 		c.m = make(map[string]cachedAssertion) // bounded: start over rather than grow
 	}
 	c.m[key] = cachedAssertion{tok: tok, expires: expires}
+}
+
+// reset drops every assertion.
+func (c *assertionCache) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m = nil
 }
 
 // Revocations records revoked delegations, shared by every replica.
@@ -206,9 +214,20 @@ func (s *Server) VerifyToken(ctx context.Context, raw string) (*delegation.Subje
 	if err := s.checkRevoked(ctx, p); err != nil {
 		return nil, err
 	}
+	resource := ""
+	if p.LiveAudienceOnly { // a preview's token: confined to that preview
+		e := s.envForAudiences(p.Audiences)
+		if e == nil {
+			return nil, fmt.Errorf("%w: %s", authn.ErrInvalidToken, errEnvRetired)
+		}
+		if err := checkEnvironment(e, p); err != nil {
+			return nil, fmt.Errorf("%w: %w", authn.ErrInvalidToken, err)
+		}
+		resource = e.resource
+	}
 	sub := &delegation.Subject{
 		Issuer: humanIssuer(p), Subject: p.Subject, Email: p.Email, Name: p.Name,
-		Roles: p.Roles, Agent: p.Agent, Claims: p.Claims,
+		Roles: p.Roles, Agent: p.Agent, Claims: p.Claims, Resource: resource,
 	}
 	if d := p.Delegation; d != nil {
 		sub.Delegation = &delegation.Grant{
@@ -233,6 +252,9 @@ func (s *Server) RecordGrant(ctx context.Context, iss delegation.Issued) error {
 		Kind: audit.KindGrant, Action: "delegate", Decision: decAllow, Reason: reason,
 		Subject: iss.Subject, Email: iss.Email, Name: iss.Name, Issuer: iss.SubjectIssuer, Agent: iss.Agent,
 		Delegation: iss.ID, Environment: s.cfg.Environment,
+	}
+	if iss.Resource != "" {
+		rec.Environment = s.envLabel(iss.Resource)
 	}
 	err := s.audit.Write(ctx, rec)
 	s.setAuditErr(err)

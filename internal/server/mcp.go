@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"net/http"
 	"net/url"
 	"sync"
 	"time"
@@ -21,15 +20,15 @@ import (
 // serves both protocol eras on one endpoint: the stateless 2026-07-28
 // revision and the session-based 2025-03-26…2025-11-25 revisions, whose
 // sessions this server binds to principals (session.go).
-func (s *Server) newMCP() http.Handler {
+func (s *Server) newMCP(e *env) *mcpserver.StreamableHTTPServer {
 	hooks := &mcpserver.Hooks{}
 	hooks.AddAfterListTools(s.filterList)
 	hooks.AddAfterListResources(s.filterResources)
 	hooks.AddAfterListResourceTemplates(s.filterTemplates)
 	hooks.AddAfterListPrompts(s.filterPrompts)
 	hooks.AddOnError(s.auditUnknownTool)
-	subscribe := s.subscribeHooks(hooks)
-	s.mcp = mcpserver.NewMCPServer("harness", s.version,
+	subscribe := s.subscribeHooks(e, hooks)
+	e.mcp = mcpserver.NewMCPServer("harness", s.version,
 		mcpserver.WithToolCapabilities(true),
 		mcpserver.WithResourceCapabilities(subscribe, true),
 		mcpserver.WithPromptCapabilities(true),
@@ -42,7 +41,7 @@ func (s *Server) newMCP() http.Handler {
 		mcpserver.WithInstructions("Harness exposes your organisation's internal APIs as tools. Every call is made on behalf of the signed-in human, decided by policy, rate limited and audited."),
 	)
 	opts := []mcpserver.StreamableHTTPOption{
-		mcpserver.WithEndpointPath("/mcp"),
+		mcpserver.WithEndpointPath(e.path()),
 		mcpserver.WithSessionIdManagerResolver(s),
 		mcpserver.WithStreamableHTTPLogger(s.log.With("component", "mcp")),
 	}
@@ -51,35 +50,35 @@ func (s *Server) newMCP() http.Handler {
 	if u, err := url.Parse(s.cfg.PublicURL); err == nil && !isLoopbackHost(u.Hostname()) {
 		opts = append(opts, mcpserver.WithDisableLocalhostProtection(true))
 	}
-	return mcpserver.NewStreamableHTTPServer(s.mcp, opts...)
+	return mcpserver.NewStreamableHTTPServer(e.mcp, opts...)
 }
 
-// syncTools registers the catalogue's current tools with mcp-go; it runs at
-// start and whenever a refresh changes the catalogue.
-func (s *Server) syncTools() {
-	v := s.catalog.Version()
-	s.toolsMu.RLock()
-	current := s.toolsVersion == v && s.policyTools != nil
-	s.toolsMu.RUnlock()
+// syncTools registers e's catalogue's current tools with its mcp-go
+// server; it runs at start and whenever a refresh changes the catalogue.
+func (s *Server) syncTools(e *env) {
+	v := e.catalog.Version()
+	e.toolsMu.RLock()
+	current := e.toolsVersion == v && e.policyTools != nil
+	e.toolsMu.RUnlock()
 	if current { // the common case: no write lock on the call path
 		return
 	}
-	s.toolsMu.Lock()
-	defer s.toolsMu.Unlock()
-	if s.toolsVersion == v && s.policyTools != nil {
+	e.toolsMu.Lock()
+	defer e.toolsMu.Unlock()
+	if e.toolsVersion == v && e.policyTools != nil {
 		return
 	}
-	all := s.catalog.Tools()
+	all := e.catalog.Tools()
 	st := make([]mcpserver.ServerTool, 0, len(all))
 	pt := make([]policy.Tool, 0, len(all))
 	for _, t := range all {
 		st = append(st, mcpserver.ServerTool{Tool: mcpTool(t), Handler: s.callTool})
 		pt = append(pt, policyTool(t))
 	}
-	s.mcp.SetTools(st...)
-	s.syncFederated()
-	s.policyTools = pt
-	s.toolsVersion = v
+	e.mcp.SetTools(st...)
+	s.syncFederated(e)
+	e.policyTools = pt
+	e.toolsVersion = v
 }
 
 func mcpTool(t *tools.Tool) mcp.Tool {
@@ -103,6 +102,7 @@ func policyTool(t *tools.Tool) policy.Tool {
 
 // input builds the policy input for p; the caller fills tool and arguments.
 func (s *Server) input(ctx context.Context, p *authn.Principal, action string) *policy.Input {
+	e := s.envOf(ctx)
 	in := &policy.Input{
 		Action: action,
 		Subject: policy.Subject{
@@ -110,7 +110,8 @@ func (s *Server) input(ctx context.Context, p *authn.Principal, action string) *
 			Roles: p.Roles, Claims: p.Claims,
 		},
 		Agent:       policy.Agent{ID: p.Agent, SessionID: sessionFrom(ctx)},
-		Environment: s.cfg.Environment,
+		Environment: e.label,
+		Preview:     e.preview,
 		Time:        time.Now().UTC().Format(time.RFC3339),
 	}
 	if d := p.Delegation; d != nil {
@@ -183,21 +184,29 @@ func (c *visibleCache) put(key string, names map[string]bool, expires time.Time)
 	c.m[key] = visibleEntry{names: names, expires: expires}
 }
 
+// reset drops every entry.
+func (c *visibleCache) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m = nil
+}
+
 // visible returns the tools p may see: those the policy allows for
 // action "list", narrowed to the delegation's scopes. A policy failure shows
 // nothing (fail closed) and is not cached.
 func (s *Server) visible(ctx context.Context, p *authn.Principal) map[string]bool {
-	s.syncTools()
-	s.toolsMu.RLock()
-	pt, ver := s.policyTools, s.toolsVersion
-	s.toolsMu.RUnlock()
+	e := s.envOf(ctx)
+	s.syncTools(e)
+	e.toolsMu.RLock()
+	pt, ver := e.policyTools, e.toolsVersion
+	e.toolsMu.RUnlock()
 	now := time.Now()
-	key := tokenKeyFrom(ctx) + "|" + s.policy.Revision() + "|" + itoa(ver) + "|" + sessionFrom(ctx)
-	if names, ok := s.visCache.get(key, now); ok {
+	key := tokenKeyFrom(ctx) + "|" + e.policy.Revision() + "|" + itoa(ver) + "|" + sessionFrom(ctx)
+	if names, ok := e.visCache.get(key, now); ok {
 		return names
 	}
 	in := s.input(ctx, p, policy.ActionList)
-	allowed, err := s.policy.Allowed(ctx, in, pt)
+	allowed, err := e.policy.Allowed(ctx, in, pt)
 	if err != nil {
 		s.log.ErrorContext(ctx, "policy failed to filter tools/list: listing nothing", "err", err, "subject", p.Subject)
 		return map[string]bool{}
@@ -213,6 +222,6 @@ func (s *Server) visible(ctx context.Context, p *authn.Principal) map[string]boo
 	if !p.ExpiresAt.IsZero() && p.ExpiresAt.Before(exp) {
 		exp = p.ExpiresAt
 	}
-	s.visCache.put(key, allowed, exp)
+	e.visCache.put(key, allowed, exp)
 	return allowed
 }

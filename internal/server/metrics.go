@@ -16,6 +16,9 @@ import (
 type Telemetry interface {
 	StartToolCall(ctx context.Context, tool string, attrs ...attribute.KeyValue) (context.Context, trace.Span)
 	Tracer() trace.Tracer
+	// Recording reports whether a span started under ctx could be sampled;
+	// when it is false no span work is done (the metrics are recorded).
+	Recording(ctx context.Context) bool
 	RecordCall(ctx context.Context, tool, decision string, d time.Duration)
 	RecordStage(ctx context.Context, stage string, d time.Duration)
 	RecordPolicyEval(ctx context.Context, d time.Duration)
@@ -24,23 +27,39 @@ type Telemetry interface {
 	RecordRateLimited(ctx context.Context, tool string)
 }
 
-// stage times one pipeline stage as a child span and a histogram sample.
-// The returned function ends both.
+// stage times one pipeline stage as a histogram sample and, when the call
+// may be sampled, a child span. The returned function ends both.
 func (s *Server) stage(ctx context.Context, name string) (context.Context, func()) {
 	if s.tel == nil {
 		return ctx, func() {}
 	}
 	start := time.Now()
-	ctx, span := s.tel.Tracer().Start(ctx, name)
-	return ctx, func() {
-		span.End()
+	if !s.tel.Recording(ctx) {
+		return ctx, s.stageEnd(ctx, name, start, nil)
+	}
+	sctx, span := s.tel.Tracer().Start(ctx, name)
+	return sctx, s.stageEnd(sctx, name, start, span)
+}
+
+// stageEnd is stage's returned function: one allocation (the closure),
+// its variables captured by value.
+func (s *Server) stageEnd(ctx context.Context, name string, start time.Time, span trace.Span) func() {
+	return func() {
+		if span != nil {
+			span.End()
+		}
 		s.tel.RecordStage(ctx, name, time.Since(start))
 	}
 }
 
-// startCall opens the span of one tool call.
+// startCall opens the span of one tool call (with no attributes to build
+// when it cannot be sampled: see Telemetry.StartToolCall).
 func (s *Server) startCall(ctx context.Context, c *call) context.Context {
 	if s.tel == nil {
+		return ctx
+	}
+	if !s.tel.Recording(ctx) {
+		ctx, c.span = s.tel.StartToolCall(ctx, c.rec.Tool)
 		return ctx
 	}
 	attrs := []attribute.KeyValue{
@@ -61,7 +80,7 @@ func (s *Server) endCall(ctx context.Context, c *call, decision string, d time.D
 	if s.tel == nil {
 		return
 	}
-	if c.span != nil {
+	if c.span != nil && c.span.IsRecording() {
 		c.span.SetAttributes(
 			telemetry.AttrHarnessDecision.String(decision),
 			telemetry.AttrHarnessReason.String(c.rec.Reason),

@@ -48,3 +48,22 @@ func TestUnknownToolsShareOneLabel(t *testing.T) {
 		t.Error("a made-up tool name got its own label")
 	}
 }
+
+// BenchmarkStage is one pipeline stage's timing (histogram sample; no span
+// when the call is not sampled, as without an OTLP endpoint).
+func BenchmarkStage(b *testing.B) {
+	b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+	b.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
+	tel, err := telemetry.Setup(context.Background(), telemetry.Config{}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	s := &Server{tel: tel}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		_, end := s.stage(ctx, telemetry.StagePolicy)
+		end()
+	}
+}

@@ -37,18 +37,19 @@ type pinState struct {
 // a call is denied. A store failure withholds the tools of strict
 // upstreams (fail closed).
 func (s *Server) withheldTools(ctx context.Context) map[string]string {
-	if s.pins == nil {
+	e := s.envOf(ctx)
+	if e.pins == nil { // off, and in previews (their upstreams are the branch's own)
 		return nil
 	}
-	st := &s.pinSt
+	st := &e.pinSt
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	v := s.catalog.Version()
+	v := e.catalog.Version()
 	if st.withheld != nil && st.version == v && time.Since(st.at) < pinRecheck {
 		return st.withheld
 	}
 	byUp := map[string][]*tools.Tool{}
-	for _, t := range s.catalog.Tools() {
+	for _, t := range e.catalog.Tools() {
 		if t.Kind == tools.KindMCP {
 			byUp[t.Upstream] = append(byUp[t.Upstream], t)
 		}
@@ -66,7 +67,7 @@ func (s *Server) withheldTools(ctx context.Context) map[string]string {
 			defs = append(defs, pins.Def{Tool: t.Operation, Name: t.Name, Digest: t.Digest, Description: t.Description})
 			byOp[t.Operation] = t
 		}
-		changed, fresh, err := s.pins.Check(ctx, u.Name, defs, now)
+		changed, fresh, err := e.pins.Check(ctx, u.Name, defs, now)
 		if err != nil {
 			s.log.ErrorContext(ctx, "tool pins unavailable", "upstream", u.Name, "err", err, "pin", u.Pin)
 			if u.Pin == "strict" {

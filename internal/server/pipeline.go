@@ -56,10 +56,11 @@ type call struct {
 func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 	c := &call{start: time.Now(), p: principalFrom(ctx), requestState: req.Params.RequestState}
 	name := req.Params.Name
+	e := s.envOf(ctx)
 	c.rec = audit.Record{
 		Action:      policy.ActionCall,
 		Tool:        name,
-		Environment: s.cfg.Environment,
+		Environment: e.label,
 		Session:     sessionFrom(ctx),
 	}
 	if info := mcpserver.RequestProtocolInfoFromContext(ctx); info != nil {
@@ -76,7 +77,7 @@ func (s *Server) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.Ca
 		c.rec.Delegation = p.Delegation.ID
 	}
 
-	tool, up, ok := s.catalog.Lookup(name)
+	tool, up, ok := e.catalog.Lookup(name)
 	if !ok { // mcp-go answers unknown names itself; see auditUnknownTool
 		return s.deny(ctx, c, "no such tool")
 	}
@@ -182,7 +183,7 @@ func (s *Server) gate(ctx context.Context, c *call, in *policy.Input, name strin
 	}
 	pctx, end := s.stage(ctx, telemetry.StagePolicy)
 	policyStart := time.Now()
-	dec, err := s.policy.Decide(pctx, in)
+	dec, err := s.envOf(ctx).policy.Decide(pctx, in)
 	if s.tel != nil {
 		s.tel.RecordPolicyEval(pctx, time.Since(policyStart))
 	}
@@ -219,7 +220,9 @@ func (s *Server) gate(ctx context.Context, c *call, in *policy.Input, name strin
 	}
 
 	// 5 limit.
-	lims := s.limitsFor(p, name, dec.RateLimit)
+	// A preview's buckets are its own: testing a branch never spends the
+	// human's production budget (qualify keeps production's keys as they were).
+	lims := s.limitsFor(p, s.envOf(ctx).qualify(name), dec.RateLimit)
 	lctx, end := s.stage(ctx, telemetry.StageRateLimit)
 	res, err := s.limiter.Allow(lctx, lims)
 	end()
@@ -269,7 +272,7 @@ func (s *Server) auditUnknownTool(ctx context.Context, _ any, method mcp.MCPMeth
 		name = name[:maxAuditedName] + "…"
 	}
 	c := &call{start: time.Now(), p: principalFrom(ctx)}
-	c.rec = audit.Record{Action: policy.ActionCall, Tool: name, Environment: s.cfg.Environment, Session: sessionFrom(ctx)}
+	c.rec = audit.Record{Action: policy.ActionCall, Tool: name, Environment: s.envOf(ctx).label, Session: sessionFrom(ctx)}
 	c.refused = true
 	if c.p != nil {
 		c.rec.Subject, c.rec.Issuer, c.rec.Agent = c.p.Subject, humanIssuer(c.p), c.p.Agent

@@ -129,30 +129,23 @@ type SecurityEvents interface {
 
 // Server is the gateway's HTTP server.
 type Server struct {
-	subs       subscriptions
-	mrtr       mrtrSeal
-	cfg        *config.Config
-	log        *slog.Logger
-	version    string
-	authn      Authenticator
-	catalog    Catalog
-	policy     Decider
-	limiter    ratelimit.Limiter
-	sessions   SessionStore
-	sessCache  *sessionCache
-	audit      AuditLog
-	client     *http.Client
-	ready      map[string]func(context.Context) error
-	identity   Asserter
-	exchangers map[string]Exchanger
-	security   SecurityEvents // nil: none recorded
-	tel        Telemetry
-	revoked    Revocations
-	selfAS     bool
-	pins       Pinner
-	pinSt      pinState
-	approvals  Approvals
-	notifier   ApprovalNotifier
+	mrtr      mrtrSeal
+	cfg       *config.Config
+	log       *slog.Logger
+	version   string
+	authn     Authenticator
+	limiter   ratelimit.Limiter
+	sessions  SessionStore
+	sessCache *sessionCache
+	audit     AuditLog
+	client    *http.Client
+	ready     map[string]func(context.Context) error
+	security  SecurityEvents // nil: none recorded
+	tel       Telemetry
+	revoked   Revocations
+	selfAS    bool
+	approvals Approvals
+	notifier  ApprovalNotifier
 
 	// elicitWatch: approval_notify.go (notifications/elicitation/complete).
 	elicitWatch elicitationWatch
@@ -167,15 +160,13 @@ type Server struct {
 	argMaskerOnce sync.Once
 	readyLog      readyLog
 
-	mcp          *mcpserver.MCPServer
-	handler      http.Handler
-	toolsMu      sync.RWMutex
-	toolsVersion uint64
-	policyTools  []policy.Tool
-	visCache     visibleCache
-	assertions   assertionCache
-	auditErr     atomic.Pointer[error]
-	refusals     refusalBook
+	// prod is the production environment; envs the previews
+	// (environment.go). A request's environment is in its context.
+	prod     *env
+	envs     environments
+	handler  http.Handler
+	auditErr atomic.Pointer[error]
+	refusals refusalBook
 }
 
 // New builds the server. It does no network work.
@@ -188,10 +179,10 @@ func New(o Options) (*Server, error) {
 	}
 	s := &Server{
 		cfg: o.Config, log: o.Logger, version: o.Version,
-		authn: o.Authn, catalog: o.Catalog, policy: o.Policy, limiter: o.Limiter,
+		authn: o.Authn, limiter: o.Limiter,
 		sessions: o.Sessions, sessCache: newSessionCache(), audit: o.Audit, client: o.Client, ready: o.Ready,
-		identity: o.Identity, exchangers: o.Exchangers, tel: o.Telemetry, revoked: o.Revocations,
-		selfAS: o.AuthorizationServer, publicLimiter: o.PublicLimiter, metrics: o.Metrics, pins: o.Pins,
+		tel: o.Telemetry, revoked: o.Revocations,
+		selfAS: o.AuthorizationServer, publicLimiter: o.PublicLimiter, metrics: o.Metrics,
 		security:  o.Security,
 		approvals: o.Approvals, notifier: o.Notifier,
 	}
@@ -219,30 +210,29 @@ func New(o Options) (*Server, error) {
 	if s.version == "" {
 		s.version = "dev"
 	}
-	mcpHandler := s.newMCP()
-	s.syncTools()
-	s.catalog.OnChange(func() { // clients are told of catalogue changes; changed definitions are audited
-		s.syncTools()
-		go s.withheldTools(context.Background())
-	})
+	s.prod = s.newProduction(o)
 
 	mux := http.NewServeMux()
 	// rpcErrors gives every /mcp error the JSON-RPC shape; corsMCP answers
-	// preflights before authentication; edge adapts real clients' requests
-	// to mcp-go (edge.go).
-	mcpChain := chain(mcpHandler, s.recoverer, requestID, rpcErrors, s.corsMCP, s.accessLog, limitBody, s.authenticate, s.bindSession, s.edge)
+	// preflights before authentication; routeEnv sets the environment
+	// (production or a preview); edge adapts real clients' requests to
+	// mcp-go (edge.go). One chain serves every environment.
+	mcpChain := chain(http.HandlerFunc(s.serveEnv), s.recoverer, requestID, rpcErrors, s.corsMCP, s.accessLog, limitBody,
+		s.routeEnv, s.authenticate, s.bindSession, s.edge)
 	if o.WrapMCP != nil {
 		mcpChain = o.WrapMCP(mcpChain)
 	}
 	mux.Handle("/mcp", mcpChain)
+	mux.Handle("/env/", mcpChain)
 	// Everything reachable without a token is limited per client address.
 	public := func(h http.Handler) http.Handler {
 		return chain(h, s.recoverer, requestID, s.limitUnauthenticated, limitBody)
 	}
 	// The metadata documents answer every origin (CORS) and their preflights.
-	prm := public(corsPublic(s.protectedResourceMetadata()))
+	prm := public(corsPublic(s.prod.metadata))
 	mux.Handle("/.well-known/oauth-protected-resource", prm)
 	mux.Handle("/.well-known/oauth-protected-resource/mcp", prm)
+	mux.Handle("/.well-known/oauth-protected-resource/env/", public(corsPublic(http.HandlerFunc(s.envMetadata))))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintln(w, `{"status":"ok"}`)
@@ -265,12 +255,16 @@ func New(o Options) (*Server, error) {
 // Handler is the gateway's root handler.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-func (s *Server) protectedResourceMetadata() http.Handler {
+func (s *Server) protectedResourceMetadata(e *env) http.Handler {
+	name := "Harness MCP gateway"
+	if e.name != "" {
+		name += " (preview " + e.name + ")"
+	}
 	return mcpserver.NewProtectedResourceMetadataHandler(mcpserver.ProtectedResourceMetadataConfig{
-		Resource:               s.cfg.ResourceURL(),
+		Resource:               e.resource,
 		AuthorizationServers:   s.authorizationServers(),
 		BearerMethodsSupported: []string{"header"},
-		ResourceName:           "Harness MCP gateway",
+		ResourceName:           name,
 	})
 }
 
@@ -304,10 +298,10 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	set("identity_providers", s.authn.Ready(ctx))
-	for name, err := range s.catalog.Status() {
+	for name, err := range s.prod.catalog.Status() {
 		set("upstream:"+name, err)
 	}
-	set("policy", s.policy.Stale())
+	set("policy", s.prod.policy.Stale())
 	set("audit", s.auditHealthy())
 	for name, f := range s.ready {
 		set(name, f(ctx))
@@ -418,8 +412,8 @@ func (s *Server) setAuditErr(err error) {
 // RefreshTools reloads every upstream's document and re-registers the
 // tools; in-flight calls keep the tools they started with.
 func (s *Server) RefreshTools(ctx context.Context) error {
-	err := s.catalog.Refresh(ctx)
-	s.syncTools()
+	err := s.prod.catalog.Refresh(ctx)
+	s.syncTools(s.prod)
 	return err
 }
 
@@ -464,7 +458,7 @@ func isLoopbackHost(h string) bool {
 
 // ToolsBroken reports whether some upstream's document is not loaded.
 func (s *Server) ToolsBroken() bool {
-	for _, err := range s.catalog.Status() {
+	for _, err := range s.prod.catalog.Status() {
 		if err != nil {
 			return true
 		}

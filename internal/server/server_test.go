@@ -117,6 +117,8 @@ type fixtureOpts struct {
 	mutate   func(*config.Config)
 	tel      Telemetry
 	security func(AuditLog) SecurityEvents // built on the fixture's audit
+	identity Asserter
+	authn    Authenticator // default: principals
 }
 
 var principals = fakeAuthn{
@@ -200,9 +202,14 @@ upstreams: [{name: crm, base_url: %q, openapi: %q}]
 	if o.security != nil {
 		sec = o.security(rec)
 	}
+	var an Authenticator = principals
+	if o.authn != nil {
+		an = o.authn
+	}
 	srv, err := New(Options{
-		Config: cfg, Authn: principals, Catalog: cat, Policy: o.policy, Limiter: o.limiter,
+		Config: cfg, Authn: an, Catalog: cat, Policy: o.policy, Limiter: o.limiter,
 		Sessions: st, Audit: rec, Client: upstream.Client(), Revocations: st, Telemetry: o.tel, Security: sec,
+		Identity: o.identity,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -31,6 +31,13 @@ func sameHolder(s store.Session, p *authn.Principal) bool {
 	return s.Issuer == p.Issuer && s.Subject == p.Subject && s.Agent == p.Agent
 }
 
+// sameEnvironment reports whether session s was opened at e (since e was
+// created: a re-created preview does not revive the sessions of the one
+// retired before it).
+func sameEnvironment(s store.Session, e *env) bool {
+	return s.Environment == e.name && !s.Created.Before(e.created)
+}
+
 // bindSession enforces that a legacy session id is used only by the
 // principal that opened it (issuer, subject, agent). A session id is never
 // authentication: the token was verified before this runs. A mismatch looks
@@ -51,6 +58,13 @@ func (s *Server) bindSession(next http.Handler) http.Handler {
 		if err != nil {
 			s.log.ErrorContext(ctx, "session store unavailable", "err", err, "request_id", RequestID(ctx))
 			writeError(w, r, http.StatusServiceUnavailable, "session store unavailable")
+			return
+		}
+		e := s.envOf(ctx)
+		if ok && p != nil && sameHolder(sess, p) && !sameEnvironment(sess, e) {
+			s.log.WarnContext(ctx, "session used at another environment: refused", "session", id, "environment", e.label,
+				"request_id", RequestID(ctx))
+			writeError(w, r, http.StatusNotFound, "session not found")
 			return
 		}
 		if !ok || p == nil || !sameHolder(sess, p) {
@@ -115,7 +129,8 @@ func (m *boundManager) Generate() string {
 	if p == nil {
 		return id
 	}
-	sess := store.Session{Issuer: p.Issuer, Subject: p.Subject, Agent: p.Agent, Created: time.Now().UTC()}
+	sess := store.Session{Issuer: p.Issuer, Subject: p.Subject, Agent: p.Agent, Created: time.Now().UTC(),
+		Environment: m.s.envOf(m.ctx).name}
 	if err := m.s.sessions.PutSession(m.ctx, id, sess, sessionTTL); err != nil {
 		m.s.log.ErrorContext(m.ctx, "cannot record new session", "err", err)
 	}

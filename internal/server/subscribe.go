@@ -31,15 +31,15 @@ type subscriptions struct {
 	byURI map[string]map[string]string // uri → session id → upstream
 }
 
-// subscribeHooks makes the gateway serve resources/subscribe and
-// unsubscribe when its catalogue can subscribe upstream.
-func (s *Server) subscribeHooks(hooks *mcpserver.Hooks) bool {
-	sub, ok := s.catalog.(subscriber)
+// subscribeHooks makes e serve resources/subscribe and unsubscribe when
+// its catalogue can subscribe upstream.
+func (s *Server) subscribeHooks(e *env, hooks *mcpserver.Hooks) bool {
+	sub, ok := e.catalog.(subscriber)
 	if !ok {
 		return false
 	}
-	s.subs.byURI = map[string]map[string]string{}
-	sub.OnResourceUpdated(s.resourceUpdated)
+	e.subs.byURI = map[string]map[string]string{}
+	sub.OnResourceUpdated(func(upstream, uri string) { s.resourceUpdated(e, upstream, uri) })
 	hooks.AddOnRequestInitialization(func(ctx context.Context, _ any, message any) error {
 		raw, ok := message.(json.RawMessage)
 		if !ok || !bytes.Contains(raw, []byte("resources/")) {
@@ -59,23 +59,23 @@ func (s *Server) subscribeHooks(hooks *mcpserver.Hooks) bool {
 		}
 		switch m.Method {
 		case string(mcp.MethodResourcesSubscribe):
-			return s.subscribe(ctx, sub, m.Params.URI)
+			return s.subscribe(withEnv(ctx, e), e, sub, m.Params.URI)
 		case string(mcp.MethodResourcesUnsubscribe):
-			s.unsubscribe(ctx, sub, m.Params.URI, sessionOf(ctx))
+			s.unsubscribe(ctx, e, sub, m.Params.URI, sessionOf(ctx))
 		}
 		return nil
 	})
 	hooks.AddOnUnregisterSession(func(ctx context.Context, cs mcpserver.ClientSession) {
-		s.subs.mu.Lock()
+		e.subs.mu.Lock()
 		var uris []string
-		for uri, ss := range s.subs.byURI {
+		for uri, ss := range e.subs.byURI {
 			if _, ok := ss[cs.SessionID()]; ok {
 				uris = append(uris, uri)
 			}
 		}
-		s.subs.mu.Unlock()
+		e.subs.mu.Unlock()
 		for _, uri := range uris {
-			s.unsubscribe(context.WithoutCancel(ctx), sub, uri, cs.SessionID())
+			s.unsubscribe(context.WithoutCancel(ctx), e, sub, uri, cs.SessionID())
 		}
 	})
 	return true
@@ -90,10 +90,10 @@ func sessionOf(ctx context.Context) string {
 
 // subscribe passes a subscription to the upstream serving uri, unless
 // the caller may not see that resource (refused as if it did not exist).
-func (s *Server) subscribe(ctx context.Context, sub subscriber, uri string) error {
+func (s *Server) subscribe(ctx context.Context, e *env, sub subscriber, uri string) error {
 	sid := sessionOf(ctx)
 	p := principalFrom(ctx)
-	r, t, ok := s.catalog.LookupResource(uri)
+	r, t, ok := e.catalog.LookupResource(uri)
 	if sid == "" || p == nil || !ok {
 		return errors.New("no such resource")
 	}
@@ -101,13 +101,13 @@ func (s *Server) subscribe(ctx context.Context, sub subscriber, uri string) erro
 	if !s.resourceAllowed(ctx, p, res) {
 		return errors.New("no such resource")
 	}
-	s.subs.mu.Lock()
-	first := len(s.subs.byURI[uri]) == 0
-	if s.subs.byURI[uri] == nil {
-		s.subs.byURI[uri] = map[string]string{}
+	e.subs.mu.Lock()
+	first := len(e.subs.byURI[uri]) == 0
+	if e.subs.byURI[uri] == nil {
+		e.subs.byURI[uri] = map[string]string{}
 	}
-	s.subs.byURI[uri][sid] = res.Upstream
-	s.subs.mu.Unlock()
+	e.subs.byURI[uri][sid] = res.Upstream
+	e.subs.mu.Unlock()
 	if !first {
 		return nil
 	}
@@ -119,9 +119,9 @@ func (s *Server) subscribe(ctx context.Context, sub subscriber, uri string) erro
 		}
 	}
 	if ref != nil {
-		s.subs.mu.Lock()
-		delete(s.subs.byURI[uri], sid)
-		s.subs.mu.Unlock()
+		e.subs.mu.Lock()
+		delete(e.subs.byURI[uri], sid)
+		e.subs.mu.Unlock()
 		return errors.New(ref.message)
 	}
 	return nil
@@ -129,15 +129,15 @@ func (s *Server) subscribe(ctx context.Context, sub subscriber, uri string) erro
 
 // unsubscribe forgets sid's subscription to uri, and the upstream's when
 // it was the last.
-func (s *Server) unsubscribe(ctx context.Context, sub subscriber, uri, sid string) {
-	s.subs.mu.Lock()
-	upstream, ok := s.subs.byURI[uri][sid]
-	delete(s.subs.byURI[uri], sid)
-	last := ok && len(s.subs.byURI[uri]) == 0
+func (s *Server) unsubscribe(ctx context.Context, e *env, sub subscriber, uri, sid string) {
+	e.subs.mu.Lock()
+	upstream, ok := e.subs.byURI[uri][sid]
+	delete(e.subs.byURI[uri], sid)
+	last := ok && len(e.subs.byURI[uri]) == 0
 	if last {
-		delete(s.subs.byURI, uri)
+		delete(e.subs.byURI, uri)
 	}
-	s.subs.mu.Unlock()
+	e.subs.mu.Unlock()
 	if !last {
 		return
 	}
@@ -148,16 +148,16 @@ func (s *Server) unsubscribe(ctx context.Context, sub subscriber, uri, sid strin
 
 // resourceUpdated relays an upstream's notifications/resources/updated to
 // the sessions subscribed to that URI at that upstream.
-func (s *Server) resourceUpdated(upstream, uri string) {
-	s.subs.mu.Lock()
+func (s *Server) resourceUpdated(e *env, upstream, uri string) {
+	e.subs.mu.Lock()
 	var sids []string
-	for sid, up := range s.subs.byURI[uri] {
+	for sid, up := range e.subs.byURI[uri] {
 		if up == upstream {
 			sids = append(sids, sid)
 		}
 	}
-	s.subs.mu.Unlock()
+	e.subs.mu.Unlock()
 	for _, sid := range sids {
-		_ = s.mcp.SendNotificationToSpecificClient(sid, string(mcp.MethodNotificationResourceUpdated), map[string]any{"uri": uri})
+		_ = e.mcp.SendNotificationToSpecificClient(sid, string(mcp.MethodNotificationResourceUpdated), map[string]any{"uri": uri})
 	}
 }

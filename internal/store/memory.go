@@ -24,6 +24,9 @@ type Memory struct {
 
 	watchMu  sync.Mutex
 	watchers map[*SessionWatcher]SessionWatcher
+
+	envOnce sync.Once
+	envs    *memEnvs
 }
 
 // boundedTable is a namespace of Bounded: its own entries and its own cap.
@@ -235,6 +238,11 @@ func (m *Memory) PublishKey(ctx context.Context, kid string, jwk []byte, until t
 		return nil
 	}
 	return m.putLocked(tKeys, kid, entry{val: bytes.Clone(jwk), exp: until}, now)
+}
+
+// UnpublishKey implements Keys.
+func (m *Memory) UnpublishKey(ctx context.Context, kid string) error {
+	return m.delete(ctx, tKeys, "kid", kid)
 }
 
 // PublishedKeys implements Keys.

@@ -51,7 +51,9 @@ return 1
 // one hash jwks (kid → "<until ms>:<jwk>"), and per Bounded namespace
 // {b:<name>}:kv:<key> counted in the sorted set {b:<name>}:idx.
 // Deleted session ids are published on the channel sess-deleted (under the
-// prefix), for WatchSessions.
+// prefix), for WatchSessions. Preview environments are the hashes
+// {envs}:rec and {envs}:bundle (name → record, name → policy bundle), and
+// each change is published on env-changed, for WatchEnvironments.
 type Redis struct {
 	rdb     redis.UniversalClient
 	prefix  string
@@ -170,7 +172,7 @@ var watchPing = 5 * time.Second
 func (r *Redis) WatchSessions(ctx context.Context, w SessionWatcher) error {
 	defer w.SessionsReset(false)
 	for ctx.Err() == nil {
-		r.watchOnce(ctx, w)
+		r.watchOnce(ctx, sessDeletedChannel, w.SessionsReset, w.SessionDeleted)
 		w.SessionsReset(false)
 		select {
 		case <-ctx.Done():
@@ -180,9 +182,10 @@ func (r *Redis) WatchSessions(ctx context.Context, w SessionWatcher) error {
 	return nil
 }
 
-// watchOnce runs one subscription until it fails or ctx ends.
-func (r *Redis) watchOnce(ctx context.Context, w SessionWatcher) {
-	ps := r.rdb.Subscribe(ctx, r.prefix+sessDeletedChannel)
+// watchOnce runs one subscription to channel (under the prefix) until it
+// fails or ctx ends: reset(true) once it is confirmed, msg for each message.
+func (r *Redis) watchOnce(ctx context.Context, channel string, reset func(live bool), msg func(payload string)) {
+	ps := r.rdb.Subscribe(ctx, r.prefix+channel)
 	done := make(chan struct{})
 	defer func() {
 		close(done)
@@ -204,18 +207,18 @@ func (r *Redis) watchOnce(ctx context.Context, w SessionWatcher) {
 		}
 	}()
 	for {
-		msg, err := ps.ReceiveTimeout(ctx, 3*watchPing)
+		got, err := ps.ReceiveTimeout(ctx, 3*watchPing)
 		if err != nil {
 			return
 		}
-		switch m := msg.(type) {
+		switch m := got.(type) {
 		case *redis.Subscription:
 			if m.Kind != "subscribe" {
 				return
 			}
-			w.SessionsReset(true)
+			reset(true)
 		case *redis.Message:
-			w.SessionDeleted(m.Payload)
+			msg(m.Payload)
 		}
 	}
 }
@@ -270,6 +273,19 @@ func (r *Redis) PublishKey(ctx context.Context, kid string, jwk []byte, until ti
 	err := publishScript.Run(ctx, r.rdb, []string{r.prefix + "jwks"}, kid, encodeKeyEntry(jwk, until), now.UnixMilli()).Err()
 	if err != nil {
 		return fmt.Errorf("store: redis publish key: %w", err)
+	}
+	return nil
+}
+
+// UnpublishKey implements Keys.
+func (r *Redis) UnpublishKey(ctx context.Context, kid string) error {
+	if err := checkID("kid", kid); err != nil {
+		return err
+	}
+	ctx, cancel := r.ctx(ctx)
+	defer cancel()
+	if err := r.rdb.HDel(ctx, r.prefix+"jwks", kid).Err(); err != nil {
+		return fmt.Errorf("store: redis unpublish key: %w", err)
 	}
 	return nil
 }

@@ -1,6 +1,6 @@
 // Package store holds the state that gateway replicas share: legacy MCP
-// sessions, token revocations, the gateway's public signing keys and
-// short-lived OAuth state. Memory serves one replica; Redis serves many.
+// sessions, token revocations, the gateway's public signing keys,
+// short-lived OAuth state and preview environments. Memory serves one replica; Redis serves many.
 // State that anyone can create without signing in (registered clients,
 // pending authorizations) goes to a Bounded namespace with its own quota.
 //
@@ -41,6 +41,9 @@ type Session struct {
 	Protocol string `json:"protocol"`
 	// Created is when the session was opened.
 	Created time.Time `json:"created"`
+	// Environment is the preview environment the session was opened at;
+	// "" for production. A session is served only there.
+	Environment string `json:"env,omitempty"`
 }
 
 // Sessions stores legacy MCP sessions.
@@ -95,6 +98,9 @@ type Keys interface {
 	PublishKey(ctx context.Context, kid string, jwk []byte, until time.Time) error
 	// PublishedKeys returns every unexpired key, ordered by kid.
 	PublishedKeys(ctx context.Context) ([][]byte, error)
+	// UnpublishKey ends the publication of kid at once (a retired preview
+	// environment's key); an absent kid is no error.
+	UnpublishKey(ctx context.Context, kid string) error
 }
 
 // KV stores short-lived values such as OAuth state and authorization codes.
@@ -117,6 +123,7 @@ type Store interface {
 	Keys
 	KV
 	Bounder
+	Environments
 	// Ping reports whether the store can answer, for /readyz.
 	Ping(ctx context.Context) error
 }

@@ -87,17 +87,30 @@ func (t *Telemetry) RecordWithheld(ctx context.Context, n int) {
 	t.withheld.Record(ctx, int64(n))
 }
 
-// attrCache keeps one precomputed measurement option per attribute
-// combination so the hot path does not build attribute sets. Beyond
-// maxAttrSets a key gets its overflow attributes, which may keep part of
-// the key (a bounded one, such as the decision) and are cached too.
+// attrCache keeps the measurement options of each attribute combination,
+// built once, so the hot path builds no attribute set and allocates no
+// option slice. Beyond maxAttrSets a key gets its overflow attributes,
+// which may keep part of the key (a bounded one, such as the decision) and
+// are cached too.
 type attrCache[K comparable] struct {
 	mu       sync.RWMutex
-	m        map[K]metric.MeasurementOption
-	overflow map[attribute.Distinct]metric.MeasurementOption
+	m        map[K]*measureOpts
+	overflow map[attribute.Distinct]*measureOpts
 }
 
-func (c *attrCache[K]) get(k K, build, overflow func(K) []attribute.KeyValue) metric.MeasurementOption {
+// measureOpts are one attribute set as ready-made variadic arguments of
+// Add and Record.
+type measureOpts struct {
+	add    []metric.AddOption
+	record []metric.RecordOption
+}
+
+func newMeasureOpts(set attribute.Set) *measureOpts {
+	opt := metric.WithAttributeSet(set)
+	return &measureOpts{add: []metric.AddOption{opt}, record: []metric.RecordOption{opt}}
+}
+
+func (c *attrCache[K]) get(k K, build, overflow func(K) []attribute.KeyValue) *measureOpts {
 	c.mu.RLock()
 	opt, ok := c.m[k]
 	c.mu.RUnlock()
@@ -115,16 +128,16 @@ func (c *attrCache[K]) get(k K, build, overflow func(K) []attribute.KeyValue) me
 			return opt
 		}
 		if c.overflow == nil {
-			c.overflow = make(map[attribute.Distinct]metric.MeasurementOption)
+			c.overflow = make(map[attribute.Distinct]*measureOpts)
 		}
-		opt = metric.WithAttributeSet(set)
+		opt = newMeasureOpts(set)
 		c.overflow[set.Equivalent()] = opt
 		return opt
 	}
 	if c.m == nil {
-		c.m = make(map[K]metric.MeasurementOption)
+		c.m = make(map[K]*measureOpts)
 	}
-	opt = metric.WithAttributeSet(attribute.NewSet(build(k)...))
+	opt = newMeasureOpts(attribute.NewSet(build(k)...))
 	c.m[k] = opt
 	return opt
 }
@@ -151,8 +164,8 @@ func (t *Telemetry) RecordCall(ctx context.Context, tool, decision string, d tim
 		// allowed and refused calls stay apart however many tools exist.
 		return []attribute.KeyValue{keyTool.String(OverflowValue), keyDecision.String(k[1])}
 	})
-	t.calls.Add(ctx, 1, opt)
-	t.callDuration.Record(ctx, d.Seconds(), opt)
+	t.calls.Add(ctx, 1, opt.add...)
+	t.callDuration.Record(ctx, d.Seconds(), opt.record...)
 }
 
 // RecordStage records the duration of one stage of a call (Stage…
@@ -164,7 +177,7 @@ func (t *Telemetry) RecordStage(ctx context.Context, stage string, d time.Durati
 	opt := t.stageAttrs.get(stage, func(k string) []attribute.KeyValue {
 		return []attribute.KeyValue{keyStage.String(k)}
 	}, func(string) []attribute.KeyValue { return []attribute.KeyValue{keyStage.String(OverflowValue)} })
-	t.stage.Record(ctx, d.Seconds(), opt)
+	t.stage.Record(ctx, d.Seconds(), opt.record...)
 }
 
 // RecordRateLimited counts one call refused by a rate limit.
@@ -174,7 +187,7 @@ func (t *Telemetry) RecordRateLimited(ctx context.Context, tool string) {
 	}
 	t.limited.Add(ctx, 1, t.toolAttrs.get(tool, func(k string) []attribute.KeyValue {
 		return []attribute.KeyValue{keyTool.String(k)}
-	}, func(string) []attribute.KeyValue { return []attribute.KeyValue{keyTool.String(OverflowValue)} }))
+	}, func(string) []attribute.KeyValue { return []attribute.KeyValue{keyTool.String(OverflowValue)} }).add...)
 }
 
 // RecordRedactions adds the redaction counts of one result, by kind
@@ -189,7 +202,7 @@ func (t *Telemetry) RecordRedactions(ctx context.Context, counts map[string]int)
 		}
 		t.redactions.Add(ctx, int64(n), t.kindAttrs.get(kind, func(k string) []attribute.KeyValue {
 			return []attribute.KeyValue{keyKind.String(k)}
-		}, func(string) []attribute.KeyValue { return []attribute.KeyValue{keyKind.String(OverflowValue)} }))
+		}, func(string) []attribute.KeyValue { return []attribute.KeyValue{keyKind.String(OverflowValue)} }).add...)
 	}
 }
 
@@ -211,14 +224,21 @@ func (t *Telemetry) RecordUpstream(ctx context.Context, upstream string, status 
 		return []attribute.KeyValue{keyUpstream.String(k.upstream), keyStatus.String(strconv.Itoa(k.status))}
 	}, func(upstreamKey) []attribute.KeyValue {
 		return []attribute.KeyValue{keyUpstream.String(OverflowValue), keyStatus.String(OverflowValue)}
-	}))
+	}).add...)
 }
 
 // StartToolCall starts the span of one tools/call, named "tools/call <tool>",
 // with mcp.method.name, gen_ai.operation.name and gen_ai.tool.name set plus
 // attrs (identity, session, protocol…). End it; on a refused or failed call
 // set AttrHarnessDecision, AttrHarnessReason and AttrErrorType first.
+// When the call cannot be sampled (see Recording) no span is started: the
+// span returned is the non-recording one of ctx, which then always carries
+// a trace id (a new one if ctx had none).
 func (t *Telemetry) StartToolCall(ctx context.Context, tool string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	if !t.Recording(ctx) {
+		ctx = withTraceID(ctx)
+		return ctx, trace.SpanFromContext(ctx)
+	}
 	all := make([]attribute.KeyValue, 0, 3+len(attrs))
 	all = append(all, AttrMCPMethodName.String(MethodToolsCall), AttrGenAIOperationName.String(OperationExecuteTool),
 		AttrGenAIToolName.String(tool))

@@ -9,9 +9,11 @@ package telemetry
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -68,14 +70,20 @@ type Config struct {
 // instruments. A nil *Telemetry is valid: its Record methods do nothing and
 // Tracer returns a no-op tracer, which keeps tests of other packages simple.
 type Telemetry struct {
-	logger     *slog.Logger
-	tp         *sdktrace.TracerProvider
-	exporting  bool
-	mp         *sdkmetric.MeterProvider
-	registry   *prometheus.Registry
-	metrics    http.Handler
-	propagator propagation.TextMapPropagator
-	tracer     trace.Tracer
+	logger    *slog.Logger
+	tp        *sdktrace.TracerProvider
+	exporting bool
+	// sampling: spans can be sampled at all (exporting, and the sampler is
+	// not always_off). parentBased: the sampler follows the parent's
+	// sampled flag (the default, and every parentbased_* sampler), so a
+	// child of an unsampled span is never sampled.
+	sampling    bool
+	parentBased bool
+	mp          *sdkmetric.MeterProvider
+	registry    *prometheus.Registry
+	metrics     http.Handler
+	propagator  propagation.TextMapPropagator
+	tracer      trace.Tracer
 
 	calls        metric.Int64Counter
 	callDuration metric.Float64Histogram
@@ -145,6 +153,7 @@ func Setup(ctx context.Context, cfg Config, logger *slog.Logger) (*Telemetry, er
 		}
 		t.tp = sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
 		t.exporting = true
+		t.sampling, t.parentBased = samplerKind(os.Getenv("OTEL_TRACES_SAMPLER"))
 		logger.InfoContext(ctx, "exporting traces over otlp/http")
 	} else {
 		t.tp = sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()), sdktrace.WithResource(res))
@@ -165,6 +174,21 @@ func Setup(ctx context.Context, cfg Config, logger *slog.Logger) (*Telemetry, er
 		return nil, fmt.Errorf("creating metric instruments: %w", err)
 	}
 	return t, nil
+}
+
+// samplerKind classifies the sampler the SDK builds from
+// OTEL_TRACES_SAMPLER (an empty or unknown value means its default,
+// parentbased_always_on): whether anything can be sampled, and whether the
+// parent's sampled flag decides for children.
+func samplerKind(env string) (sampling, parentBased bool) {
+	switch strings.ToLower(strings.TrimSpace(env)) {
+	case "always_off":
+		return false, false
+	case "always_on", "traceidratio":
+		return true, false
+	default:
+		return true, true
+	}
 }
 
 // exporterOptions resolves the OTLP endpoint: cfg first, then the standard
@@ -234,6 +258,43 @@ func isLoopback(hostport string) bool {
 
 // Exporting reports whether spans are exported over OTLP.
 func (t *Telemetry) Exporting() bool { return t != nil && t.exporting }
+
+// Recording reports whether a span started under ctx could be sampled, so
+// that span work (otelhttp's wrappers, the stage spans, the attributes of
+// the call span) is done only then. It is false when nothing is exported,
+// and, with a parent-based sampler, under a span that is not recording or
+// a remote parent whose sampled flag is off. A context with no span is a
+// root: the sampler decides, so it is true when exporting.
+func (t *Telemetry) Recording(ctx context.Context) bool {
+	if t == nil || !t.sampling {
+		return false
+	}
+	span := trace.SpanFromContext(ctx)
+	if span.IsRecording() {
+		return true
+	}
+	sc := span.SpanContext()
+	if !sc.IsValid() || !t.parentBased {
+		return true
+	}
+	return sc.IsSampled()
+}
+
+// withTraceID returns ctx if it carries a span context, otherwise ctx with
+// a new, unsampled span context: a call that is not traced still gets a
+// trace id, for its audit record, its logs and the upstream's traceparent.
+func withTraceID(ctx context.Context) context.Context {
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		return ctx
+	}
+	var cfg trace.SpanContextConfig
+	for !cfg.TraceID.IsValid() || !cfg.SpanID.IsValid() {
+		binary.BigEndian.PutUint64(cfg.TraceID[:8], rand.Uint64())
+		binary.BigEndian.PutUint64(cfg.TraceID[8:], rand.Uint64())
+		binary.BigEndian.PutUint64(cfg.SpanID[:], rand.Uint64())
+	}
+	return trace.ContextWithSpanContext(ctx, trace.NewSpanContext(cfg))
+}
 
 // Tracer returns the gateway's tracer.
 func (t *Telemetry) Tracer() trace.Tracer {
@@ -318,25 +379,76 @@ func (t *Telemetry) Shutdown(ctx context.Context) error {
 }
 
 // HTTPClient returns a client whose transport (base, or
-// http.DefaultTransport when nil) creates a client span per request and
-// injects traceparent/tracestate/baggage, using t's providers.
+// http.DefaultTransport when nil) injects traceparent/tracestate/baggage
+// into every request, and creates a client span (otelhttp) when the
+// request's context may be sampled (see Recording); otherwise it only
+// injects the headers, with none of otelhttp's work.
 func (t *Telemetry) HTTPClient(base http.RoundTripper) *http.Client {
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	return &http.Client{Transport: otelhttp.NewTransport(base, t.httpOptions()...)}
+	return &http.Client{Transport: &transport{
+		t: t, base: base, traced: otelhttp.NewTransport(base, t.httpOptions()...), prop: t.Propagator(),
+	}}
 }
 
-// HTTPHandler wraps h so each request gets a server span named op that
-// continues the caller's trace context, using t's providers.
+// transport is HTTPClient's RoundTripper.
+type transport struct {
+	t      *Telemetry
+	base   http.RoundTripper
+	traced http.RoundTripper
+	prop   propagation.TextMapPropagator
+}
+
+func (tr *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	if tr.t.Recording(ctx) {
+		return tr.traced.RoundTrip(req)
+	}
+	// A RoundTripper must not modify the request: inject into a copy
+	// whose header map is its own.
+	r := new(http.Request)
+	*r = *req
+	r.Header = req.Header.Clone()
+	if r.Header == nil {
+		r.Header = make(http.Header, 2)
+	}
+	tr.prop.Inject(ctx, propagation.HeaderCarrier(r.Header))
+	return tr.base.RoundTrip(r)
+}
+
+// CloseIdleConnections closes the base transport's idle connections.
+func (tr *transport) CloseIdleConnections() {
+	if c, ok := tr.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// HTTPHandler wraps h so that each request continues the caller's trace
+// context (traceparent, tracestate, baggage). When the request may be
+// sampled (see Recording) it gets a server span named op (otelhttp);
+// otherwise h runs under the caller's span context, or a new unsampled
+// one with a fresh trace id, with none of otelhttp's work.
 func (t *Telemetry) HTTPHandler(h http.Handler, op string) http.Handler {
-	return otelhttp.NewHandler(h, op, t.httpOptions()...)
+	traced := otelhttp.NewHandler(h, op, t.httpOptions()...)
+	prop := t.Propagator()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+		if t.Recording(ctx) {
+			traced.ServeHTTP(w, r)
+			return
+		}
+		h.ServeHTTP(w, r.WithContext(withTraceID(ctx)))
+	})
 }
 
+// httpOptions configure otelhttp for traced requests. otelhttp's own HTTP
+// metrics are not recorded (a no-op meter): they would exist only for
+// sampled requests; the gateway's harness_* metrics cover every call.
 func (t *Telemetry) httpOptions() []otelhttp.Option {
 	return []otelhttp.Option{
 		otelhttp.WithTracerProvider(t.TracerProvider()),
-		otelhttp.WithMeterProvider(t.MeterProvider()),
+		otelhttp.WithMeterProvider(noopMeterProvider),
 		otelhttp.WithPropagators(t.Propagator()),
 	}
 }

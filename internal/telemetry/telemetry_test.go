@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
@@ -428,3 +429,203 @@ func BenchmarkRecordCall(b *testing.B) {
 		tel.RecordStage(ctx, StagePolicy, 40*time.Microsecond)
 	}
 }
+
+// traceRoundTrip sends one request with traceparent tp (none if empty)
+// through tel.HTTPHandler; the handler starts a tool call and calls an
+// upstream through tel.HTTPClient. It returns the span context the handler
+// saw, whether any span was recording, whether otelhttp did its work on
+// either side (its labeler in the handler's context, its wrapper around the
+// upstream's response body), and the traceparent the upstream received.
+func traceRoundTrip(t *testing.T, tel *Telemetry, tp string) (seen trace.SpanContext, recording, otelhttpWork bool, upstreamTP string) {
+	t.Helper()
+	body := io.NopCloser(strings.NewReader("ok"))
+	client := tel.HTTPClient(roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		upstreamTP = r.Header.Get("traceparent")
+		if r.Header.Get("X-Caller") != "kept" {
+			t.Error("the caller's header was lost")
+		}
+		return &http.Response{StatusCode: 200, Body: body, Request: r}, nil
+	}))
+	h := tel.HTTPHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		seen = trace.SpanContextFromContext(ctx)
+		recording = trace.SpanFromContext(ctx).IsRecording()
+		_, otelhttpWork = otelhttp.LabelerFromContext(ctx)
+		ctx, span := tel.StartToolCall(ctx, "crm_get_customer", AttrEndUserID.String("alice"))
+		recording = recording || span.IsRecording()
+		defer span.End()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://upstream.test/x", nil)
+		req.Header.Set("X-Caller", "kept")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		otelhttpWork = otelhttpWork || resp.Body != body
+		_ = resp.Body.Close()
+		if req.Header.Get("traceparent") != "" {
+			t.Error("the transport wrote traceparent into the caller's request")
+		}
+	}), "mcp")
+	req := httptest.NewRequest(http.MethodPost, "/mcp", nil)
+	if tp != "" {
+		req.Header.Set("traceparent", tp)
+	}
+	h.ServeHTTP(httptest.NewRecorder(), req)
+	return seen, recording, otelhttpWork, upstreamTP
+}
+
+// TestNoSpanWorkWhenNotSampled: with export on, a request whose caller's
+// trace is not sampled gets no span (no otelhttp server or client span, no
+// tool-call span), yet its trace context still reaches the handler and the
+// upstream; a sampled caller's request is traced as before.
+func TestNoSpanWorkWhenNotSampled(t *testing.T) {
+	clearOTLPEnv(t)
+	t.Setenv("OTEL_TRACES_SAMPLER", "")
+	c := newFakeCollector(t)
+	tel, err := Setup(context.Background(), Config{OTLPEndpoint: c.srv.URL}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+	seen, recording, work, up := traceRoundTrip(t, tel, unsampled)
+	if recording || work {
+		t.Errorf("span work for an unsampled caller: recording %v, otelhttp %v", recording, work)
+	}
+	if seen.TraceID().String() != "4bf92f3577b34da6a3ce929d0e0e4736" {
+		t.Errorf("handler saw trace %s, want the caller's", seen.TraceID())
+	}
+	if parts := strings.Split(up, "-"); len(parts) != 4 || parts[1] != "4bf92f3577b34da6a3ce929d0e0e4736" || parts[3] != "00" {
+		t.Errorf("upstream traceparent %q, want the caller's trace, unsampled", up)
+	}
+	const sampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	seen, recording, work, up = traceRoundTrip(t, tel, sampled)
+	if !recording || !work {
+		t.Errorf("a sampled caller's request was not traced: recording %v, otelhttp %v", recording, work)
+	}
+	if parts := strings.Split(up, "-"); len(parts) != 4 || parts[1] != seen.TraceID().String() || seen.TraceID().String() != "0af7651916cd43dd8448eb211c80319c" {
+		t.Errorf("upstream traceparent %q, handler trace %s", up, seen.TraceID())
+	}
+	if err := tel.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	names := map[string]bool{}
+	for _, s := range c.spans {
+		if trace.TraceID(s.GetTraceId()).String() != "0af7651916cd43dd8448eb211c80319c" {
+			t.Errorf("span %q of trace %x exported; only the sampled trace may be", s.GetName(), s.GetTraceId())
+		}
+		names[s.GetName()] = true
+	}
+	if !names["tools/call crm_get_customer"] || len(c.spans) != 3 {
+		t.Errorf("exported spans %v (%d), want the server, tool call and client spans", names, len(c.spans))
+	}
+}
+
+// TestNoExportStillAssignsTraceIDs: without an endpoint nothing is traced,
+// but every request still gets a trace id (a fresh one per request when the
+// caller sent none) that reaches the upstream, so audit records and
+// upstream logs can be correlated; a caller's trace id is kept.
+func TestNoExportStillAssignsTraceIDs(t *testing.T) {
+	clearOTLPEnv(t)
+	tel, err := Setup(context.Background(), Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	ids := map[string]bool{}
+	for range 3 {
+		seen, recording, work, up := traceRoundTrip(t, tel, "")
+		if recording || work {
+			t.Errorf("span work without an exporter: recording %v, otelhttp %v", recording, work)
+		}
+		if !seen.IsValid() || ids[seen.TraceID().String()] {
+			t.Errorf("trace id %s missing or repeated", seen.TraceID())
+		}
+		ids[seen.TraceID().String()] = true
+		if parts := strings.Split(up, "-"); len(parts) != 4 || parts[1] != seen.TraceID().String() {
+			t.Errorf("upstream traceparent %q, want trace id %s", up, seen.TraceID())
+		}
+	}
+	seen, _, _, up := traceRoundTrip(t, tel, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	if seen.TraceID().String() != "4bf92f3577b34da6a3ce929d0e0e4736" || !strings.Contains(up, "4bf92f3577b34da6a3ce929d0e0e4736") {
+		t.Errorf("caller's trace not continued: handler %s, upstream %q", seen.TraceID(), up)
+	}
+}
+
+func TestRecordingFollowsTheSampler(t *testing.T) {
+	sampledParent := trace.ContextWithRemoteSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{1}, SpanID: trace.SpanID{1}, TraceFlags: trace.FlagsSampled, Remote: true}))
+	unsampledParent := trace.ContextWithRemoteSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{1}, SpanID: trace.SpanID{1}, Remote: true}))
+	for _, tt := range []struct {
+		env                          string
+		root, sampled, unsampledWant bool
+	}{
+		{"", true, true, false},
+		{"parentbased_traceidratio", true, true, false},
+		{"PARENTBASED_ALWAYS_OFF", true, true, false},
+		{"no_such_sampler", true, true, false}, // the SDK falls back to its default
+		{"always_on", true, true, true},
+		{"traceidratio", true, true, true},
+		{"always_off", false, false, false},
+	} {
+		sampling, parentBased := samplerKind(tt.env)
+		tel := &Telemetry{sampling: sampling, parentBased: parentBased}
+		if got := tel.Recording(context.Background()); got != tt.root {
+			t.Errorf("%q: root Recording = %v", tt.env, got)
+		}
+		if got := tel.Recording(sampledParent); got != tt.sampled {
+			t.Errorf("%q: under a sampled parent Recording = %v", tt.env, got)
+		}
+		if got := tel.Recording(unsampledParent); got != tt.unsampledWant {
+			t.Errorf("%q: under an unsampled parent Recording = %v", tt.env, got)
+		}
+	}
+	var none *Telemetry
+	if none.Recording(sampledParent) {
+		t.Error("nil Telemetry records")
+	}
+	noExport := &Telemetry{}
+	if noExport.Recording(sampledParent) || noExport.Recording(context.Background()) {
+		t.Error("Recording without an exporter")
+	}
+}
+
+// BenchmarkUntracedRequest is one request through HTTPHandler with a tool
+// call span and an upstream call through HTTPClient (to a no-op
+// RoundTripper), with no exporter: the work the gateway adds per call for
+// tracing when nothing is sampled.
+func BenchmarkUntracedRequest(b *testing.B) {
+	b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+	b.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
+	tel, err := Setup(context.Background(), Config{}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	client := tel.HTTPClient(roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: 200, Body: http.NoBody, Request: r}, nil
+	}))
+	h := tel.HTTPHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, span := tel.StartToolCall(r.Context(), "crm_get_customer")
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://upstream/x", nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		span.End()
+	}), "mcp")
+	req := httptest.NewRequest(http.MethodPost, "/mcp", nil)
+	w := httptest.NewRecorder()
+	b.ReportAllocs()
+	for b.Loop() {
+		h.ServeHTTP(w, req)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
