@@ -16,6 +16,8 @@
 //	gateway policy replay --dir NEW AUDIT...  what a policy change does to recorded traffic
 //	gateway tools pins --config F   list pinned MCP tool definitions and changes
 //	gateway tools approve --config F TOOL|--all  approve changed definitions
+//	gateway env create NAME --url GATEWAY --token-file F --upstream crm=URL  open a preview environment
+//	gateway env list|retire NAME    list or retire preview environments
 //	gateway version                 print the version
 package main
 
@@ -46,6 +48,7 @@ Commands:
   audit     verify, prove, show or tail the audit trail; keygen for checkpoints
   policy    test a policy, evaluate one input, or replay the audit trail against a new policy
   tools     list or approve the pinned tool definitions of MCP upstreams
+  env       create, list or retire preview environments (per branch, from CI)
   version   print the version
 
 Run 'gateway <command> --help' for a command's flags.
@@ -101,6 +104,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdPolicy(ctx, rest, stdout, stderr)
 	case "tools":
 		return cmdTools(ctx, rest, stdout, stderr)
+	case "env":
+		return cmdEnv(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "gateway", version)
 		return nil

@@ -12,11 +12,18 @@ Run it with Debian's packages::
 
 Behind the gateway, set ``HARNESS_JWKS_URL`` (and ``HARNESS_ISSUER``) so that
 the gateway's identity assertion is verified: see ``harness_identity.py``.
+
+``HARNESS_SAMPLE_BRANCH=<branch>`` runs the service as a branch's preview
+deployment would: it differs from production in one endpoint, the branch's new
+``GET /customers/{customer_id}/loyalty`` (operation ``get_customer_loyalty``),
+which names the branch in its answer. Preview environments use it
+(docs/previews.md).
 """
 
 from __future__ import annotations
 
 import copy
+import os
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Dict, List, Optional
@@ -481,3 +488,28 @@ def whoami(
         out.roles, out.email = list(caller.roles), caller.email
         out.delegation_id, out.scopes = caller.delegation_id, list(caller.scopes)
     return out
+
+
+# The "branch" variant: a preview deployment of a pull request that adds one
+# endpoint. Production (HARNESS_SAMPLE_BRANCH unset) has no such operation.
+SAMPLE_BRANCH = os.environ.get("HARNESS_SAMPLE_BRANCH", "").strip()
+
+
+class Loyalty(BaseModel):
+    """A customer's loyalty points (the branch's new feature)."""
+
+    customer_id: str
+    points: int
+    branch: str = Field(..., description="The branch whose deployment answered")
+
+
+if SAMPLE_BRANCH:
+
+    @app.get("/customers/{customer_id}/loyalty", operation_id="get_customer_loyalty", tags=["customers"],
+             response_model=Loyalty, summary="Get a customer's loyalty points")
+    def get_customer_loyalty(customer_id: str = Path(..., description="The customer's id, e.g. c-1")) -> Loyalty:
+        """Loyalty points of one customer: ten per euro spent."""
+        if customer_id not in DB["customers"]:
+            raise HTTPException(status_code=404, detail=f"customer {customer_id} not found")
+        spent = sum(o.total_cents for o in DB["orders"].values() if o.customer_id == customer_id)
+        return Loyalty(customer_id=customer_id, points=spent // 10, branch=SAMPLE_BRANCH)
