@@ -3,7 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"net/http"
-	"os"
+	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
@@ -99,21 +99,11 @@ func checkDemoPreview(t *testing.T, p *process, base, prodAlice, auditPath strin
 		t.Errorf("the branch's API without the gateway: %d %s, want 401", code, body)
 	}
 
-	// Retire it as the printout says (the CI token in the file it names).
-	tok, err := os.ReadFile(tokenFile)
+	// Retire it with the command the printout gives (the real CLI, the CI
+	// token in the file it names).
+	cli, err := exec.Command(gatewayBin, "env", "retire", "pr-42", "--url", base, "--token-file", tokenFile).CombinedOutput()
 	if err != nil {
-		t.Fatal(err)
-	}
-	req, _ := http.NewRequest(http.MethodDelete, base+"/environments/pr-42", nil)
-	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := readAll(t, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"retired":true`) {
-		t.Fatalf("retiring the demo's preview: %d %s", resp.StatusCode, body)
+		t.Fatalf("gateway env retire pr-42, as the demo prints it: %v\n%s", err, cli)
 	}
 	code, answer, challenge := mcpPostFull(t, previewMCP, alice)
 	if code != http.StatusUnauthorized || !strings.Contains(answer+challenge, "environment retired") {
