@@ -42,6 +42,7 @@ type profileResult struct {
 var stageRules = []struct{ stage, mode, re string }{
 	{"whole request (HTTP server connection)", "cum", `^net/http\.\(\*conn\)\.serve$`},
 	{"mcp-go streamable HTTP handler (incl. the tool pipeline)", "cum", `mcp-go/server\.\(\*StreamableHTTPServer\)\.ServeHTTP$`},
+	{"tools/call fast path, modern era (`fastCall`: one decode, incl. the tool pipeline)", "cum", `harness/internal/server\.\(\*Server\)\.fastCall$`},
 	{"tool pipeline (`callTool`)", "cum", `harness/internal/server\.\(\*Server\)\.callTool$`},
 	{"token verification (`internal/authn`)", "cum", `harness/internal/authn\.`},
 	{"session lookup (legacy era only)", "cum", `harness/internal/store\..*GetSession$`},
