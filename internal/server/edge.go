@@ -22,6 +22,9 @@ import (
 //   - a 2026-07-28 notification without params._meta (the Go SDK's
 //     notifications/cancelled) gets the protocol version of its header;
 //     _meta is required of requests only;
+//   - in the 2026-07-28 era, a notifications/cancelled cancels only the
+//     requests of the same principal (cancel.go): mcp-go keys its table of
+//     requests without a session by the request id alone;
 //   - in the session era, a message other than initialize without
 //     Mcp-Session-Id gets 400 (404 would tell the client its session
 //     expired), and so does a GET or DELETE without one: the gateway opens
@@ -66,13 +69,14 @@ func (s *Server) edge(next http.Handler) http.Handler {
 			return
 		}
 		var msg struct {
-			ID     json.RawMessage `json:"id"`
-			Method string          `json:"method"`
+			edgeMessage
 			Params struct {
 				Meta map[string]json.RawMessage `json:"_meta"`
 			} `json:"params"`
 		}
+		var read *edgeMessage // what trackModern needs, when read here
 		if json.Unmarshal(body, &msg) == nil {
+			read = &msg.edgeMessage
 			if st := rpcStateFrom(r.Context()); st != nil && len(msg.ID) > 0 {
 				st.id = msg.ID
 			}
@@ -92,7 +96,8 @@ func (s *Server) edge(next http.Handler) http.Handler {
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		r.ContentLength = int64(len(body))
-		if s.relayCancel(w, r, body, msg.Method, len(msg.ID) > 0, next) { // it may name a fast-path call (fastcall.go)
+		if mcp.IsModernProtocol(version) { // cancellation scoped to the principal (cancel.go)
+			s.trackModern(w, r, body, read, next)
 			return
 		}
 		next.ServeHTTP(w, r)

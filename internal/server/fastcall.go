@@ -14,7 +14,6 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -133,12 +132,13 @@ func (s *Server) serveFastCall(w http.ResponseWriter, r *http.Request, body []by
 	ctx = mcpserver.WithRequestProtocolInfo(ctx, plan.info)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// mcp-go lets a 2026-07-28 notifications/cancelled naming this id end
-	// the call (its in-flight table for requests without a session):
-	// the same table, kept here for the calls it never sees.
-	key := fastInflightKey{plan.e, fastRequestKey(plan.id)}
-	s.fastInflight.Store(key, cancel)
-	defer s.fastInflight.Delete(key)
+	// A notifications/cancelled of the same principal naming this id ends
+	// the call, as it ends a call mcp-go serves (cancel.go).
+	if key, ok := s.cancelKeyOf(r, mustRequestKey(plan.id)); ok {
+		call := &inflightCall{cancel: cancel}
+		s.inflight.add(key, call)
+		defer s.inflight.remove(key, call)
+	}
 	res, err := recoverCall(ctx, plan.handler, plan.req)
 	if r.Context().Err() != nil {
 		return true // the client is gone: mcp-go writes nothing either
@@ -224,54 +224,6 @@ func (s *Server) planFastCall(r *http.Request, body []byte) (fastPlan, bool) {
 		Modern: true, ProtocolVersion: version, ClientInfo: p.Meta.ClientInfo(), LogLevel: p.Meta.LogLevel(), ClientCapabilities: caps,
 	}
 	return plan, true
-}
-
-// fastInflightKey names a fast-path call in flight as mcp-go's in-flight
-// table names a request without a session: its environment's server and
-// the id's mcp.RequestId key.
-type fastInflightKey struct {
-	e  *env
-	id string
-}
-
-// fastRequestKey is the in-flight key mcp-go gives the request id raw (a
-// string, or an integer the fast path takes, which mcp-go holds as a
-// float64).
-func fastRequestKey(raw json.RawMessage) string {
-	if raw[0] == '"' {
-		var s string
-		_ = json.Unmarshal(raw, &s)
-		return mcp.NewRequestId(s).String()
-	}
-	n, _ := strconv.ParseInt(string(raw), 10, 64)
-	return mcp.NewRequestId(float64(n)).String()
-}
-
-// relayCancel serves a 2026-07-28 notification through next and, when it
-// is a notifications/cancelled mcp-go accepted (202, after its own
-// checks; it then cancels the requests in its table), cancels the
-// fast-path call it names as mcp-go would have cancelled it. It reports
-// whether it served r.
-func (s *Server) relayCancel(w http.ResponseWriter, r *http.Request, body []byte, method string, hasID bool, next http.Handler) bool {
-	if hasID || method != string(mcp.MethodNotificationCancelled) || !mcp.IsModernProtocol(r.Header.Get(mcp.HeaderProtocolVersion)) {
-		return false
-	}
-	sw := &statusWriter{ResponseWriter: w}
-	next.ServeHTTP(sw, r)
-	if sw.status != http.StatusAccepted {
-		return true
-	}
-	var n mcp.JSONRPCNotification
-	if json.Unmarshal(body, &n) != nil {
-		return true
-	}
-	if id, ok := n.Params.AdditionalFields["requestId"]; ok {
-		key := fastInflightKey{s.envOf(r.Context()), mcp.NewRequestId(id).String()}
-		if cancel, ok := s.fastInflight.LoadAndDelete(key); ok {
-			cancel.(context.CancelFunc)()
-		}
-	}
-	return true
 }
 
 // recoverCall runs h as mcp-go's WithRecovery middleware does.

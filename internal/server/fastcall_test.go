@@ -216,9 +216,10 @@ func TestFastCallDifferentialPreview(t *testing.T) {
 }
 
 // TestFastCallCancelledByNotification: a 2026-07-28 notifications/cancelled
-// naming a call in flight ends it on the fast path as it does in mcp-go
-// (whose in-flight table the fast path's calls are not in): same answer,
-// same audit record.
+// of the caller's own naming its call in flight ends it on the fast path as
+// it does through mcp-go: same answer, same audit record. (Another
+// principal's cancel ends neither: TestCancelOnlyOwnRequests. Raw mcp-go
+// would let anyone's cancel end it; the edge scopes it, cancel.go.)
 func TestFastCallCancelledByNotification(t *testing.T) {
 	started := make(chan struct{}, 1)
 	f := newFixture(t, fixtureOpts{policy: allowAll{}, wrapUpstream: func(h http.Handler) http.Handler {
@@ -254,7 +255,7 @@ func TestFastCallCancelledByNotification(t *testing.T) {
 			done <- answer{resp, body}
 		}()
 		<-started
-		resp, body := rawDo(t, http.MethodPost, f.url+"/mcp", "bob", cancelNote,
+		resp, body := rawDo(t, http.MethodPost, f.url+"/mcp", "alice", cancelNote,
 			map[string]string{"Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": "notifications/cancelled"})
 		if resp.StatusCode != http.StatusAccepted {
 			t.Fatalf("notifications/cancelled: %d %s", resp.StatusCode, body)

@@ -585,15 +585,15 @@ func (s *Server) filterPrompts(ctx context.Context, _ any, _ *mcp.ListPromptsReq
 func (s *Server) syncFederated(e *env) {
 	var rs []mcpserver.ServerResource
 	for _, r := range e.catalog.Resources() {
-		rs = append(rs, mcpserver.ServerResource{Resource: r.Resource, Handler: s.readResource})
+		rs = append(rs, mcpserver.ServerResource{Resource: r.Resource, Handler: cancellable(s.readResource)})
 	}
 	var ts []mcpserver.ServerResourceTemplate
 	for _, t := range e.catalog.ResourceTemplates() {
-		ts = append(ts, mcpserver.ServerResourceTemplate{Template: t.ResourceTemplate, Handler: s.readResource})
+		ts = append(ts, mcpserver.ServerResourceTemplate{Template: t.ResourceTemplate, Handler: cancellable(s.readResource)})
 	}
 	var ps []mcpserver.ServerPrompt
 	for _, p := range e.catalog.Prompts() {
-		ps = append(ps, mcpserver.ServerPrompt{Prompt: p.Prompt, Handler: s.getPrompt})
+		ps = append(ps, mcpserver.ServerPrompt{Prompt: p.Prompt, Handler: cancellable(s.getPrompt)})
 	}
 	e.mcp.SetResources(rs...)
 	e.mcp.SetResourceTemplates(ts...)
@@ -603,6 +603,8 @@ func (s *Server) syncFederated(e *env) {
 // CompletePromptArgument relays completion/complete for a prompt the
 // caller may get to its upstream (under the server's own name).
 func (s *Server) CompletePromptArgument(ctx context.Context, name string, arg mcp.CompleteArgument, cc mcp.CompleteContext) (*mcp.Completion, error) {
+	ctx, stop := cancelScope(ctx)
+	defer stop()
 	p := principalFrom(ctx)
 	e := s.envOf(ctx)
 	pr, ok := e.catalog.LookupPrompt(name)
@@ -620,6 +622,8 @@ func (s *Server) CompletePromptArgument(ctx context.Context, name string, arg mc
 // CompleteResourceArgument relays completion/complete for a resource
 // template the caller may read.
 func (s *Server) CompleteResourceArgument(ctx context.Context, uri string, arg mcp.CompleteArgument, cc mcp.CompleteContext) (*mcp.Completion, error) {
+	ctx, stop := cancelScope(ctx)
+	defer stop()
 	p := principalFrom(ctx)
 	e := s.envOf(ctx)
 	for _, t := range e.catalog.ResourceTemplates() {

@@ -50,6 +50,7 @@ func (s *Server) newMCP(e *env) *mcpserver.StreamableHTTPServer {
 		mcpserver.WithEndpointPath(e.path()),
 		mcpserver.WithSessionIdManagerResolver(s),
 		mcpserver.WithStreamableHTTPLogger(s.log.With("component", "mcp")),
+		mcpserver.WithHTTPContextFunc(mcpContext(e.mcp)), // cancellation by principal (cancel.go)
 	}
 	// DNS-rebinding protection (a loopback listener refuses a foreign Host)
 	// stays on unless the public URL says a proxy fronts the gateway.
@@ -78,7 +79,7 @@ func (s *Server) syncTools(e *env) {
 	st := make([]mcpserver.ServerTool, 0, len(all))
 	pt := make([]policy.Tool, 0, len(all))
 	for _, t := range all {
-		st = append(st, mcpserver.ServerTool{Tool: mcpTool(t), Handler: s.callTool})
+		st = append(st, mcpserver.ServerTool{Tool: mcpTool(t), Handler: cancellable(s.callTool)})
 		pt = append(pt, policyTool(t))
 	}
 	e.mcp.SetTools(st...)

@@ -174,7 +174,9 @@ type Server struct {
 	fastMeta      []byte
 	fastGuardOnce sync.Once
 	fastGuard     bool
-	fastInflight  sync.Map // fastInflightKey → context.CancelFunc
+	// inflight is the 2026-07-28 requests in flight, by principal
+	// (cancel.go).
+	inflight inflightTable
 }
 
 // New builds the server. It does no network work.
