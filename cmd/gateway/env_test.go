@@ -26,7 +26,7 @@ import (
 // recorded is one request the fake API saw.
 type recorded struct {
 	Method, Path, Auth, ContentType, UserAgent string
-	Body                            map[string]any
+	Body                                       map[string]any
 }
 
 // envAPI is an httptest stand-in for the gateway's environments API: it
