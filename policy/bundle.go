@@ -37,7 +37,16 @@ type BundleOptions struct {
 	Query string
 	// Logger receives errors; nil discards them.
 	Logger *slog.Logger
+	// Timeout bounds one evaluation (a decision, or a tools/list filter)
+	// of the bundle's policy; past it the evaluation fails and the call is
+	// refused (fail closed). A branch's policy is code from the branch:
+	// it must not hold a gateway's CPU. Default DefaultBundleTimeout.
+	Timeout time.Duration
 }
+
+// DefaultBundleTimeout bounds one evaluation of a bundle's policy unless
+// BundleOptions.Timeout says otherwise.
+const DefaultBundleTimeout = 500 * time.Millisecond
 
 // FromBundle compiles an OPA bundle (.tar.gz, as `opa build` writes it)
 // read with OPA's bundle reader into an Engine that is never reloaded. It
@@ -77,7 +86,10 @@ func FromBundle(ctx context.Context, data []byte, opts BundleOptions) (*Engine, 
 	if err := src.addBundle("", &b); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrLoad, err)
 	}
-	e := &Engine{opts: Options{Query: opts.Query, Logger: opts.Logger}, log: log.With("component", "policy"), pollInt: time.Second, static: true, caps: caps}
+	e := &Engine{opts: Options{Query: opts.Query, Logger: opts.Logger}, log: log.With("component", "policy"), pollInt: time.Second, static: true, caps: caps, timeout: opts.Timeout}
+	if e.timeout <= 0 {
+		e.timeout = DefaultBundleTimeout
+	}
 	st := &state{revision: src.revision(opts.Query)}
 	st.fingerprint = st.revision
 	st, err = e.compile(ctx, ref, src, st)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 // tarGz builds a bundle archive from name → content.
@@ -103,5 +104,32 @@ func TestFromBundle(t *testing.T) {
 				t.Fatalf("err = %v, want it to name %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestBundleEvaluationBounded: a branch's policy that would hold the CPU
+// (here a comprehension over tens of millions of numbers) is cut off at
+// BundleOptions.Timeout; the decision fails, so the call is refused, and
+// tools/list lists nothing.
+func TestBundleEvaluationBounded(t *testing.T) {
+	ctx := context.Background()
+	slow := `package harness
+
+decision := {"allow": true} if {
+	count([x | some x in numbers.range(1, 50000000); x % 7 == 3]) > 0
+}
+`
+	e, err := FromBundle(ctx, tarGz(t, map[string]string{"policy/harness.rego": slow}), BundleOptions{Timeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &Input{Action: ActionCall, Subject: Subject{Sub: "alice"}, Tool: Tool{Name: "crm_x"}}
+	d, err := e.Decide(ctx, in)
+	if err == nil || d.Allow {
+		t.Fatalf("slow policy: %+v %v, want an error and no allow", d, err)
+	}
+	allowed, err := e.Allowed(ctx, &Input{Action: ActionList, Subject: Subject{Sub: "alice"}}, []Tool{{Name: "crm_x"}})
+	if err == nil || allowed["crm_x"] {
+		t.Fatalf("slow policy, list: %v %v, want an error and nothing listed", allowed, err)
 	}
 }

@@ -51,6 +51,8 @@ type Engine struct {
 	static bool
 	// caps, when set, limits the builtins a policy may use.
 	caps *ast.Capabilities
+	// timeout, when set, bounds each evaluation (FromBundle).
+	timeout time.Duration
 }
 
 // state is one compiled revision of the policy.
@@ -176,6 +178,11 @@ func newID() string {
 // the policy failed, and a non-nil error (ErrEvaluation, ErrUndefined or
 // ErrMalformed). Every decision carries a fresh ID and the policy Revision.
 func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
+	if e.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, e.timeout)
+		defer cancel()
+	}
 	st := e.cur.Load()
 	key := ""
 	now := time.Now()
@@ -258,6 +265,11 @@ func (e *Engine) Eval(ctx context.Context, input any) (out any, err error) {
 // ignored). The whole list is decided in ONE evaluation. It fails closed: on
 // error every tool maps to false (the map is never nil).
 func (e *Engine) Allowed(ctx context.Context, in *Input, tools []Tool) (map[string]bool, error) {
+	if e.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, e.timeout)
+		defer cancel()
+	}
 	out := make(map[string]bool, len(tools))
 	for i := range tools {
 		out[tools[i].Name] = false
