@@ -111,6 +111,11 @@ func TestAuditFailureFailsClosed(t *testing.T) {
 		clk.Advance(2 * time.Minute)
 		host.waitFor(t, "retire", "pr-5")
 		gone(t, "pr-5")
+		// The expire record is attempted after the store's delete, which
+		// follows the retirement the host saw: wait for its failure.
+		for deadline := time.Now().Add(20 * time.Second); !strings.Contains(logs.String(), "action="+audit.EnvironmentExpire) && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
 	})
 	for _, action := range []string{audit.EnvironmentCreate, audit.EnvironmentUpdate, audit.EnvironmentRetire, audit.EnvironmentExpire} {
 		if !strings.Contains(logs.String(), "action="+action) {
