@@ -1,11 +1,13 @@
 package approvals
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -274,5 +276,29 @@ func TestRequestState(t *testing.T) {
 		if tc.r.VerifyState(tc.state, tc.b) {
 			t.Errorf("%s: verified", name)
 		}
+	}
+}
+
+// TestWebhookFailureLogNamesNoURL: a webhook URL is a credential (a Slack
+// incoming webhook's path is its secret); a failed delivery is logged with
+// its cause, never with the URL.
+func TestWebhookFailureLogNamesNoURL(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens: the POST fails to connect
+	const secretPath = "/services/T0001/B0001/s3cr3tW3bh00kT0k3n"
+	var logs bytes.Buffer
+	w := &Webhook{url: "http://" + addr + secretPath, client: &http.Client{Timeout: 5 * time.Second},
+		log: slog.New(slog.NewTextHandler(&logs, nil)), retries: 0}
+	w.send(context.Background(), webhookEvent{ID: "req1"})
+	out := logs.String()
+	if !strings.Contains(out, "notification dropped") || !strings.Contains(out, "req1") {
+		t.Fatalf("failed delivery not logged: %q", out)
+	}
+	if strings.Contains(out, "s3cr3tW3bh00kT0k3n") {
+		t.Fatalf("log names the webhook URL: %q", out)
 	}
 }

@@ -7,9 +7,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -130,7 +132,14 @@ func (w *Webhook) post(ctx context.Context, body []byte) error {
 	}
 	resp, err := w.client.Do(req)
 	if err != nil {
-		return err
+		// A *url.Error names the full URL, and a webhook URL is a secret
+		// (a Slack incoming webhook's path is its credential): keep only
+		// the cause, so the log line never carries it.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("webhook: %w", err)
 	}
 	resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
