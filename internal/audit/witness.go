@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -179,12 +180,12 @@ func (w *HTTPWitness) Publish(ctx context.Context, _ string, signed []byte) erro
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(signed))
 	if err != nil {
-		return fmt.Errorf("witness %s: %w", w.Name(), err)
+		return fmt.Errorf("witness %s: %w", w.Name(), withoutURL(err))
 	}
 	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
 	resp, err := c.Do(req)
 	if err != nil {
-		return fmt.Errorf("witness %s: %w", w.Name(), err)
+		return fmt.Errorf("witness %s: %w", w.Name(), withoutURL(err))
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
@@ -192,6 +193,17 @@ func (w *HTTPWitness) Publish(ctx context.Context, _ string, signed []byte) erro
 		return fmt.Errorf("witness %s: status %d", w.Name(), resp.StatusCode)
 	}
 	return nil
+}
+
+// withoutURL drops the URL of a *url.Error, which names it in full, query
+// included, where Name leaves the query out (it may carry a credential):
+// errors, and the logs they reach, keep only the cause.
+func withoutURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
 
 // Latest implements Witness: an HTTP witness is write-only.
