@@ -90,10 +90,23 @@ func attrMap(kvs []*commonpb.KeyValue) map[string]string {
 	return m
 }
 
-func clearOTLPEnv(t *testing.T) {
-	t.Helper()
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
-	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
+func clearOTLPEnv(tb testing.TB) {
+	tb.Helper()
+	tb.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+	tb.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
+}
+
+// newLocalTelemetry sets up telemetry with no exporter (the OTLP variables
+// cleared), shut down when the test ends.
+func newLocalTelemetry(tb testing.TB) *Telemetry {
+	tb.Helper()
+	clearOTLPEnv(tb)
+	tel, err := Setup(context.Background(), Config{}, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	return tel
 }
 
 func TestSetupExportsSpans(t *testing.T) {
@@ -242,12 +255,7 @@ func scrape(t *testing.T, tel *Telemetry) string {
 }
 
 func TestMetrics(t *testing.T) {
-	clearOTLPEnv(t)
-	tel, err := Setup(context.Background(), Config{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	tel := newLocalTelemetry(t)
 	ctx := context.Background()
 	tel.RecordCall(ctx, "crm_get_customer", "allow", 12*time.Millisecond)
 	tel.RecordCall(ctx, "crm_get_customer", "allow", 30*time.Millisecond)
@@ -287,12 +295,7 @@ func TestMetrics(t *testing.T) {
 }
 
 func TestMetricsCardinalityIsBounded(t *testing.T) {
-	clearOTLPEnv(t)
-	tel, err := Setup(context.Background(), Config{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	tel := newLocalTelemetry(t)
 	for i := range maxAttrSets + 50 {
 		tel.RecordRateLimited(context.Background(), "tool_"+strconv.Itoa(i))
 	}
@@ -309,12 +312,7 @@ func TestMetricsCardinalityIsBounded(t *testing.T) {
 // real calls still tell allowed from refused (the attack folded them all
 // into {tool="_other", decision="_other"}).
 func TestMetricsOverflowKeepsDecision(t *testing.T) {
-	clearOTLPEnv(t)
-	tel, err := Setup(context.Background(), Config{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	tel := newLocalTelemetry(t)
 	ctx := context.Background()
 	for i := range maxAttrSets + 300 {
 		tel.RecordCall(ctx, "junk_"+strconv.Itoa(i), "deny", time.Millisecond)
@@ -372,12 +370,7 @@ func TestHTTPClientInjectsTraceparent(t *testing.T) {
 }
 
 func TestHTTPHandlerContinuesTrace(t *testing.T) {
-	clearOTLPEnv(t)
-	tel, err := Setup(context.Background(), Config{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	tel := newLocalTelemetry(t)
 	var seen trace.SpanContext
 	h := tel.HTTPHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seen = trace.SpanContextFromContext(r.Context())
@@ -415,13 +408,7 @@ func TestNilTelemetry(t *testing.T) {
 }
 
 func BenchmarkRecordCall(b *testing.B) {
-	b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
-	b.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
-	tel, err := Setup(context.Background(), Config{}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	tel := newLocalTelemetry(b)
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
@@ -528,12 +515,7 @@ func TestNoSpanWorkWhenNotSampled(t *testing.T) {
 // caller sent none) that reaches the upstream, so audit records and
 // upstream logs can be correlated; a caller's trace id is kept.
 func TestNoExportStillAssignsTraceIDs(t *testing.T) {
-	clearOTLPEnv(t)
-	tel, err := Setup(context.Background(), Config{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	tel := newLocalTelemetry(t)
 	ids := map[string]bool{}
 	for range 3 {
 		seen, recording, work, up := traceRoundTrip(t, tel, "")
@@ -598,13 +580,7 @@ func TestRecordingFollowsTheSampler(t *testing.T) {
 // RoundTripper), with no exporter: the work the gateway adds per call for
 // tracing when nothing is sampled.
 func BenchmarkUntracedRequest(b *testing.B) {
-	b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
-	b.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
-	tel, err := Setup(context.Background(), Config{}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	tel := newLocalTelemetry(b)
 	client := tel.HTTPClient(roundTripFunc(func(r *http.Request) (*http.Response, error) {
 		return &http.Response{StatusCode: 200, Body: http.NoBody, Request: r}, nil
 	}))
