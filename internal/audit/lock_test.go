@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -35,4 +36,29 @@ func TestOpenLocksTheFile(t *testing.T) {
 		t.Fatalf("Open after Close: %v", err)
 	}
 	_ = again.Close()
+}
+
+// TestRotationFailsClosedWhenTheNewFileCannotBeLocked: a rotation whose
+// new file cannot be locked (another process took it first) stops the
+// log: the write fails, and so does every later one, rather than two
+// processes appending to one file.
+func TestRotationFailsClosedWhenTheNewFileCannotBeLocked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, err := Open(context.Background(), Config{Path: path, MaxSize: 2000}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	lockRotated = func(f *os.File) error { return fmt.Errorf("%w: %s is locked by another process", ErrLocked, f.Name()) }
+	defer func() { lockRotated = lockFile }()
+	var werr error
+	for i := 0; i < 40 && werr == nil; i++ {
+		werr = l.Write(context.Background(), callRecord(i))
+	}
+	if !errors.Is(werr, ErrLocked) {
+		t.Fatalf("the write that rotated: err = %v, want ErrLocked", werr)
+	}
+	if err := l.Write(context.Background(), callRecord(99)); !errors.Is(err, ErrLocked) {
+		t.Fatalf("a later write: err = %v, want the log failed on ErrLocked", err)
+	}
 }

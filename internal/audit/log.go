@@ -649,6 +649,10 @@ func (l *Log) writeLocked(b []byte) error {
 	return err
 }
 
+// lockRotated locks the file created by a rotation (a variable so that a
+// test can make it fail).
+var lockRotated = lockFile
+
 // rotateLocked fsyncs and renames the current file, opens a new one and
 // writes its KindRotate record. l.mu must be held.
 func (l *Log) rotateLocked(ctx context.Context, now time.Time) error {
@@ -673,8 +677,13 @@ func (l *Log) rotateLocked(ctx context.Context, now time.Time) error {
 		l.err = fmt.Errorf("creating %s after rotation: %w", path, err)
 		return fmt.Errorf("rotating audit log: %w", l.err)
 	}
-	if err := lockFile(f); err != nil { // the lock moves to the new file
-		l.logger.WarnContext(ctx, "locking the new audit file after rotation", "path", path, "error", err)
+	if err := lockRotated(f); err != nil {
+		// The lock moves to the new file; a file this log cannot lock may
+		// be another process's to append to: fail closed, as above.
+		l.fileMu.Unlock()
+		_ = f.Close()
+		l.err = fmt.Errorf("locking %s after rotation: %w", path, err)
+		return fmt.Errorf("rotating audit log: %w", l.err)
 	}
 	l.f, l.w, l.size, l.rotatable = f, f, 0, false
 	l.fileMu.Unlock()
