@@ -2,7 +2,6 @@ package audit
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -105,7 +104,7 @@ func scanLeaves(paths []string, fn func(Leaf) error) (uint64, error) {
 		// Only the first record is decoded (its prev); the others need
 		// just their own hash, checked against the line without JSON.
 		var r *Record
-		hash, ok, isRecord := lineHash(line)
+		stated, ok, isRecord := checkLine(line)
 		if isRecord && n == 0 {
 			var derr error
 			r, ok, derr = decodeLine(line)
@@ -120,35 +119,12 @@ func scanLeaves(paths []string, fn func(Leaf) error) (uint64, error) {
 		if n == 0 && r.Prev != ZeroHash {
 			return n, fmt.Errorf("%s:%d: %w", ref.file, ref.n, ErrNotTreeStart)
 		}
-		lh, err := LeafHash(hash)
-		if err != nil {
-			return n, err
-		}
+		lh := rfc6962.DefaultHasher.HashLeaf(stated[:])
 		if err := fn(Leaf{File: ref.file, Line: ref.n, Index: n, Record: r, Text: line, Hash: lh}); err != nil {
 			return n, err
 		}
 		n++
 	}
-}
-
-// lineHash returns the hash a record line states and whether it matches the
-// line, without decoding the JSON. isRecord is false for a line that does
-// not end like a record (a torn write), as decodeLine would say.
-func lineHash(line []byte) (hash string, ok, isRecord bool) {
-	n := len(line)
-	tail := len(hashKey) + hashHexLen + 2
-	if n < tail+1 || line[0] != '{' || line[n-1] != '}' || line[n-2] != '"' ||
-		string(line[n-tail:n-tail+len(hashKey)]) != string(hashKey) {
-		return "", false, false
-	}
-	digits := line[n-2-hashHexLen : n-2]
-	if !isLowerHex(digits) {
-		return "", false, false
-	}
-	h := sha256.New()
-	h.Write(line[:n-2-hashHexLen])
-	h.Write([]byte(`"}`))
-	return string(digits), hex.EncodeToString(h.Sum(nil)) == string(digits), true
 }
 
 // RootsAt recomputes the tree over paths and returns its root at each of

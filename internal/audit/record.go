@@ -233,31 +233,42 @@ var errNotRecord = errors.New("not a complete audit record")
 // whether the hash matches the line's content. An error means the line is
 // torn or not a record at all.
 func decodeLine(line []byte) (*Record, bool, error) {
-	n := len(line)
-	tail := len(hashKey) + hashHexLen + 2
-	if n < tail+1 || line[0] != '{' || !bytes.HasSuffix(line, []byte(`"}`)) ||
-		!bytes.Equal(line[n-tail:n-tail+len(hashKey)], hashKey) {
-		return nil, false, errNotRecord
-	}
-	digits := line[n-2-hashHexLen : n-2]
-	var stated [32]byte
-	if _, err := hex.Decode(stated[:], digits); err != nil || !isLowerHex(digits) {
+	_, ok, isRecord := checkLine(line)
+	if !isRecord {
 		return nil, false, errNotRecord
 	}
 	var r Record
 	if err := json.Unmarshal(line, &r); err != nil {
 		return nil, false, fmt.Errorf("%w: %w", errNotRecord, err)
 	}
-	if r.Hash != string(digits) {
+	if r.Hash != string(line[len(line)-2-hashHexLen:len(line)-2]) {
 		// A later duplicate key cannot shadow the final one, but be strict.
 		return &r, false, nil
+	}
+	return &r, ok, nil
+}
+
+// checkLine checks a line's framing and hash without decoding the JSON:
+// stated is the hash the line ends with, ok whether it matches the line's
+// content. isRecord is false for a line that does not end like a record
+// (a torn write).
+func checkLine(line []byte) (stated [32]byte, ok, isRecord bool) {
+	n := len(line)
+	tail := len(hashKey) + hashHexLen + 2
+	if n < tail+1 || line[0] != '{' || !bytes.HasSuffix(line, []byte(`"}`)) ||
+		!bytes.Equal(line[n-tail:n-tail+len(hashKey)], hashKey) {
+		return stated, false, false
+	}
+	digits := line[n-2-hashHexLen : n-2]
+	if _, err := hex.Decode(stated[:], digits); err != nil || !isLowerHex(digits) {
+		return stated, false, false
 	}
 	h := sha256.New()
 	h.Write(line[:n-2-hashHexLen])
 	h.Write([]byte(`"}`))
 	var sum [32]byte
 	h.Sum(sum[:0])
-	return &r, sum == stated, nil
+	return stated, sum == stated, true
 }
 
 func isLowerHex(b []byte) bool {
