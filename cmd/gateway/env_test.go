@@ -233,6 +233,7 @@ func TestEnvTokenGuards(t *testing.T) {
 		code                       int
 	}{
 		{"plain http elsewhere", "http://harness.example.com", tok, "only over https", 2},
+		{"plain http to a name that looks loopback", "http://127.0.0.1.attacker.example", tok, "only over https", 2},
 		{"not http", "ftp://harness.example.com", tok, "not an http(s) URL", 2},
 		{"credentials in url", "https://u:p@harness.example.com", tok, "not an http(s) URL", 2},
 		{"redirect", redirect.URL, tok, "redirects are not followed", 2},

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -206,6 +207,12 @@ func firstLine(b []byte) string {
 	return strings.TrimSpace(s)
 }
 
+// loopbackHost reports whether h (a URL's Hostname) is localhost or a
+// loopback IP address; a DNS name such as 127.0.0.1.example.com is not.
 func loopbackHost(h string) bool {
-	return h == "localhost" || h == "::1" || strings.HasPrefix(h, "127.")
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }

@@ -33,6 +33,7 @@ func TestFetchRecordsGuardsToken(t *testing.T) {
 
 	for _, tc := range []struct{ name, url, want string }{
 		{"plain http to another host", "http://harness.example.com", "only over https"},
+		{"plain http to a name that looks loopback", "http://127.0.0.1.attacker.example", "only over https"},
 		{"not a URL", "ftp://x", "not an http(s) URL"},
 		{"redirect", redirect.URL, "302"},
 	} {
