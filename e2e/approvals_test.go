@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/mark3labs/mcp-go/client"
-	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/agentharness/harness/internal/approvals"
@@ -152,6 +151,9 @@ func (s *approvalStack) agent(t *testing.T, user, agent string, roles []string, 
 	return s.agentAt(t, s.gw, user, agent, roles, e, urlElicitation)
 }
 
+// withURLElicitation declares the URL-mode elicitation capability.
+var withURLElicitation = client.WithClientCapabilities(mcp.ClientCapabilities{Elicitation: &mcp.ElicitationCapability{URL: &struct{}{}}})
+
 // agentAt is agent connected to replica gw.
 func (s *approvalStack) agentAt(t *testing.T, gw *gateway, user, agent string, roles []string, e era, urlElicitation bool) *client.Client {
 	t.Helper()
@@ -159,25 +161,7 @@ func (s *approvalStack) agentAt(t *testing.T, gw *gateway, user, agent string, r
 	if !urlElicitation {
 		return connect(t, gw.URL, tok, e)
 	}
-	tr, err := transport.NewStreamableHTTP(gw.URL+"/mcp", transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + tok}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := client.NewClient(tr, client.WithProtocolVersion(e.version))
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := c.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	req := mcp.InitializeRequest{}
-	req.Params.ClientInfo = mcp.Implementation{Name: "harness-e2e-elicit", Version: "1"}
-	req.Params.ProtocolVersion = e.version
-	req.Params.Capabilities.Elicitation = &mcp.ElicitationCapability{URL: &struct{}{}}
-	if _, err := c.Initialize(ctx, req); err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return connectWith(t, gw.URL, tok, e, "harness-e2e-elicit", []client.ClientOption{withURLElicitation})
 }
 
 var approvalURLRe = regexp.MustCompile(`Approve at (http://[^ ]+/approvals/([A-Za-z0-9_-]+)), then repeat the call\.`)
@@ -586,23 +570,7 @@ func TestApprovalInputRequired(t *testing.T) {
 		return &mcp.ElicitationResult{ElicitationResponse: mcp.ElicitationResponse{Action: mcp.ElicitationResponseActionAccept}}, nil
 	})
 	open := func(opts ...client.ClientOption) *client.Client {
-		tr, err := transport.NewStreamableHTTP(s.gw.URL+"/mcp", transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + tok}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := client.NewClient(tr, append([]client.ClientOption{client.WithClientCapabilities(mcp.ClientCapabilities{Elicitation: &mcp.ElicitationCapability{URL: &struct{}{}}})}, opts...)...)
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := c.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Close() })
-		req := mcp.InitializeRequest{}
-		req.Params.ClientInfo = mcp.Implementation{Name: "harness-e2e-mrtr", Version: "1"}
-		if _, err := c.Initialize(ctx, req); err != nil {
-			t.Fatal(err)
-		}
-		return c
+		return connectWith(t, s.gw.URL, tok, era{}, "harness-e2e-mrtr", append([]client.ClientOption{withURLElicitation}, opts...))
 	}
 	c := open(client.WithElicitationHandler(handler))
 	refund := map[string]any{"order_id": "o-mrtr", "amount": 400}

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/mark3labs/mcp-go/client"
-	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/agentharness/harness/internal/redistest"
@@ -275,22 +274,9 @@ func (samplingAnswer) CreateMessage(_ context.Context, req mcp.CreateMessageRequ
 
 func TestFederationRelay(t *testing.T) {
 	st := startFederation(t, "")
-	tr, err := transport.NewStreamableHTTP(st.gw.URL+"/mcp", transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + st.token}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := client.NewClient(tr, client.WithProtocolVersion("2025-11-25"), client.WithSamplingHandler(samplingAnswer{}))
+	c := connectWith(t, st.gw.URL, st.token, era{"legacy", "2025-11-25"}, "harness-e2e", []client.ClientOption{client.WithSamplingHandler(samplingAnswer{})})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := c.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	init := mcp.InitializeRequest{}
-	init.Params.ProtocolVersion = "2025-11-25"
-	if _, err := c.Initialize(ctx, init); err != nil {
-		t.Fatal(err)
-	}
 	var mu sync.Mutex
 	var progress []float64
 	c.OnNotification(func(n mcp.JSONRPCNotification) {

@@ -245,14 +245,20 @@ var eras = []era{{"modern", ""}, {"legacy", "2025-11-25"}}
 // connect opens an initialized MCP client with token in the given era.
 func connect(t testing.TB, gwURL, token string, e era, opts ...transport.StreamableHTTPCOption) *client.Client {
 	t.Helper()
+	return connectWith(t, gwURL, token, e, "harness-e2e", nil, opts...)
+}
+
+// connectWith is connect announcing itself as name, with client options
+// (capabilities, elicitation or sampling handlers) on top of the era's.
+func connectWith(t testing.TB, gwURL, token string, e era, name string, copts []client.ClientOption, opts ...transport.StreamableHTTPCOption) *client.Client {
+	t.Helper()
 	opts = append([]transport.StreamableHTTPCOption{transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + token})}, opts...)
 	tr, err := transport.NewStreamableHTTP(gwURL+"/mcp", opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var copts []client.ClientOption
 	if e.version != "" {
-		copts = append(copts, client.WithProtocolVersion(e.version))
+		copts = append([]client.ClientOption{client.WithProtocolVersion(e.version)}, copts...)
 	}
 	c := client.NewClient(tr, copts...)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -262,7 +268,7 @@ func connect(t testing.TB, gwURL, token string, e era, opts ...transport.Streama
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	req := mcp.InitializeRequest{}
-	req.Params.ClientInfo = mcp.Implementation{Name: "harness-e2e", Version: "1"}
+	req.Params.ClientInfo = mcp.Implementation{Name: name, Version: "1"}
 	req.Params.ProtocolVersion = e.version
 	if _, err := c.Initialize(ctx, req); err != nil {
 		t.Fatalf("initialize (%s): %v", e.name, err)

@@ -93,6 +93,8 @@ type oauthOptions struct {
 	idpSecret string
 	// rolesClaim is auth.issuers[0].roles_claim (default roles).
 	rolesClaim string
+	// extraYAML is appended to the configuration.
+	extraYAML string
 }
 
 func startOAuth(t *testing.T, o oauthOptions) *oauthStack {
@@ -149,7 +151,7 @@ oauth:
   access_ttl: 30m
   refresh_ttl: 2h
   recheck: %s
-%s`, iss.URL(), o.rolesClaim, up, up, iss.URL(), oauthLoginClient, o.recheck, redis)
+%s%s`, iss.URL(), o.rolesClaim, up, up, iss.URL(), oauthLoginClient, o.recheck, redis, o.extraYAML)
 	s := &oauthStack{iss: iss}
 	public := "http://{{LISTEN}}"
 	for range max(o.replicas, 1) {

@@ -49,36 +49,7 @@ func previewOAuthUpstream(t testing.TB) string {
 // issuer is ci and whose only allowed upstream is branch.
 func startPreviewOAuth(t *testing.T, ci *devissuer.Issuer, branch string) *oauthStack {
 	t.Helper()
-	iss, err := devissuer.New(devissuer.Options{Users: []devissuer.User{
-		{Subject: "alice", Name: "Alice Support", Email: "alice@acme.example", Roles: []string{"support"}, Claims: map[string]any{"tenant": "acme"}},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := iss.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = iss.Close() })
-	prod := oauthUpstream(t)
-	cfg := fmt.Sprintf(`listen: {{LISTEN}}
-public_url: http://{{LISTEN}}
-auth:
-  issuers:
-    - issuer: %s
-upstreams:
-  - name: crm
-    base_url: %s
-    openapi: %s/openapi.json
-audit:
-  path: {{DIR}}/audit.log
-oauth:
-  login_issuer: %s
-  client_id: %s
-  client_secret: ${E2E_OAUTH_SECRET}
-  access_ttl: 30m
-  refresh_ttl: 2h
-  recheck: 1h
-environments:
+	return startOAuth(t, oauthOptions{extraYAML: fmt.Sprintf(`environments:
   ci_issuers:
     - issuer: %s
       audiences: ["http://{{LISTEN}}"]
@@ -86,12 +57,7 @@ environments:
   allowed_upstreams: [%q]
   default_ttl: 1h
   max_ttl: 2h
-`, iss.URL(), prod, prod, iss.URL(), oauthLoginClient, ci.URL(), previewRepo, branch)
-	gw := startGateway(t, cfg, "E2E_OAUTH_SECRET=s3cret-value")
-	if err := iss.AddClient(devissuer.Client{ID: oauthLoginClient, Secret: "s3cret-value", RedirectURIs: []string{gw.URL + "/oauth/callback"}}); err != nil {
-		t.Fatal(err)
-	}
-	return &oauthStack{iss: iss, gw: gw, replicas: []*gateway{gw}}
+`, ci.URL(), previewRepo, branch)})
 }
 
 // forResource is an authorization URL of s.authorizeURL asking for

@@ -21,6 +21,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/agentharness/harness/internal/app"
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/loader"
 )
@@ -494,33 +495,47 @@ type envClient struct {
 	http  *http.Client
 }
 
-// newEnvClient checks base (https; http only on loopback, as the token is a
-// credential) and reads the token file.
+// newEnvClient checks base and reads the token file (see bearerTarget).
 func newEnvClient(base, tokenFile string) (*envClient, error) {
+	u, token, err := bearerTarget(base, tokenFile, "token")
+	if err != nil {
+		return nil, err
+	}
+	return &envClient{base: u, token: token, http: noRedirectClient(envClientTimout)}, nil
+}
+
+// bearerTarget checks that base is a gateway URL a bearer token may be sent
+// to (http(s), no credentials, query or fragment; plain http only to
+// loopback, as the token is a credential) and reads the one token in
+// tokenFile; what names the token in errors. The URL is never echoed with
+// credentials, nor the token at all.
+func bearerTarget(base, tokenFile, what string) (*url.URL, string, error) {
 	u, err := url.Parse(strings.TrimSuffix(base, "/"))
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("--url %q is not an http(s) URL of a gateway", base)
+		return nil, "", fmt.Errorf("--url %q is not an http(s) URL of a gateway", app.RedactURL(base))
 	}
 	if u.Scheme == "http" && !loopbackHost(u.Hostname()) {
-		return nil, fmt.Errorf("--url %q: the token is sent only over https (http only on loopback)", base)
+		return nil, "", fmt.Errorf("--url %q: the %s is sent only over https (http only on loopback)", base, what)
 	}
 	tok, err := os.ReadFile(tokenFile)
 	if err != nil {
-		return nil, fmt.Errorf("reading the token: %w", err)
+		return nil, "", fmt.Errorf("reading the %s: %w", what, err)
 	}
 	token := strings.TrimSpace(string(tok))
 	if token == "" {
-		return nil, fmt.Errorf("the token file %s is empty", tokenFile)
+		return nil, "", fmt.Errorf("the %s file %s is empty", what, tokenFile)
 	}
 	if strings.ContainsAny(token, " \t\r\n") {
-		return nil, fmt.Errorf("the token file %s holds more than one token (whitespace inside)", tokenFile)
+		return nil, "", fmt.Errorf("the %s file %s holds more than one token (whitespace inside)", what, tokenFile)
 	}
-	return &envClient{base: u, token: token, http: &http.Client{
-		Timeout: envClientTimout,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse // never follow a redirect with the token
-		},
-	}}, nil
+	return u, token, nil
+}
+
+// noRedirectClient never follows a redirect, which would carry the token.
+func noRedirectClient(timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	}}
 }
 
 // do sends one request and returns the status and body of a 2xx answer; any

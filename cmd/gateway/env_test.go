@@ -233,8 +233,9 @@ func TestEnvTokenGuards(t *testing.T) {
 		code                       int
 	}{
 		{"plain http elsewhere", "http://harness.example.com", tok, "only over https", 2},
+		{"plain http to a name that looks loopback", "http://127.0.0.1.attacker.example", tok, "only over https", 2},
 		{"not http", "ftp://harness.example.com", tok, "not an http(s) URL", 2},
-		{"credentials in url", "https://u:p@harness.example.com", tok, "not an http(s) URL", 2},
+		{"credentials in url", "https://u:hunter2@harness.example.com", tok, "not an http(s) URL", 2},
 		{"redirect", redirect.URL, tok, "redirects are not followed", 2},
 		{"empty token", redirect.URL, empty, "is empty", 2},
 		{"missing token file", redirect.URL, filepath.Join(t.TempDir(), "nope"), "reading the token", 2},
@@ -243,6 +244,9 @@ func TestEnvTokenGuards(t *testing.T) {
 			_, errOut, err := runEnv("list", "--url", tc.url, "--token-file", tc.tokenFile)
 			if exitCode(err) != tc.code || !strings.Contains(errOut, tc.want) {
 				t.Errorf("exit %d, stderr %q; want %d naming %q", exitCode(err), errOut, tc.code, tc.want)
+			}
+			if strings.Contains(errOut, "hunter2") {
+				t.Errorf("stderr %q shows the URL's password", errOut)
 			}
 		})
 	}

@@ -24,8 +24,7 @@ func pprofListen(addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s=%q: %w", pprofEnv, addr, err)
 	}
-	ip := net.ParseIP(host)
-	if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+	if !loopbackHost(host) {
 		return nil, fmt.Errorf("%s=%q: only a loopback address (127.0.0.1, ::1, localhost) is allowed", pprofEnv, addr)
 	}
 	ln, err := net.Listen("tcp", addr)

@@ -6,9 +6,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -140,21 +140,11 @@ const maxFetched = 80 << 20
 
 // fetchRecords reads the gateway's recent records from its admin endpoint.
 func fetchRecords(ctx context.Context, a replayArgs, since, until time.Time) ([]replay.Line, error) {
-	tok, err := os.ReadFile(a.tokenFile)
+	u, token, err := bearerTarget(a.url, a.tokenFile, "admin token")
 	if err != nil {
-		return nil, fmt.Errorf("reading the admin token: %w", err)
+		return nil, err
 	}
-	token := strings.TrimSpace(string(tok))
-	if token == "" {
-		return nil, fmt.Errorf("the admin token file %s is empty", a.tokenFile)
-	}
-	u, err := url.Parse(strings.TrimSuffix(a.url, "/") + "/admin/audit/records")
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return nil, fmt.Errorf("--url %q is not an http(s) URL", a.url)
-	}
-	if u.Scheme == "http" && !loopbackHost(u.Hostname()) {
-		return nil, fmt.Errorf("--url %q: the admin token is sent only over https (http only on loopback)", a.url)
-	}
+	u.Path += "/admin/audit/records"
 	q := url.Values{"limit": {strconv.Itoa(a.limit)}}
 	if !since.IsZero() {
 		q.Set("since", since.UTC().Format(time.RFC3339Nano))
@@ -168,10 +158,7 @@ func fetchRecords(ctx context.Context, a replayArgs, since, until time.Time) ([]
 		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
-	client := &http.Client{Timeout: 2 * time.Minute, CheckRedirect: func(*http.Request, []*http.Request) error {
-		return http.ErrUseLastResponse // never follow a redirect with the token
-	}}
-	resp, err := client.Do(req)
+	resp, err := noRedirectClient(2 * time.Minute).Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("fetching records: %w", err)
 	}
@@ -206,6 +193,12 @@ func firstLine(b []byte) string {
 	return strings.TrimSpace(s)
 }
 
+// loopbackHost reports whether h (a URL's Hostname) is localhost or a
+// loopback IP address; a DNS name such as 127.0.0.1.example.com is not.
 func loopbackHost(h string) bool {
-	return h == "localhost" || h == "::1" || strings.HasPrefix(h, "127.")
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }

@@ -33,13 +33,18 @@ func TestFetchRecordsGuardsToken(t *testing.T) {
 
 	for _, tc := range []struct{ name, url, want string }{
 		{"plain http to another host", "http://harness.example.com", "only over https"},
+		{"plain http to a name that looks loopback", "http://127.0.0.1.attacker.example", "only over https"},
 		{"not a URL", "ftp://x", "not an http(s) URL"},
+		{"credentials in url", "https://u:hunter2@harness.example.com", "not an http(s) URL"},
 		{"redirect", redirect.URL, "302"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := fetchRecords(context.Background(), replayArgs{url: tc.url, tokenFile: tokenFile, limit: 10}, time.Time{}, time.Time{})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("err = %v, want one naming %q", err, tc.want)
+			}
+			if err != nil && strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("err = %v shows the URL's password", err)
 			}
 		})
 	}
