@@ -821,12 +821,18 @@ func (e *Exchange) parse(ctx context.Context, raw string, allowExpired bool) (*C
 }
 
 func audContains(v any, want string) bool {
+	return audAny(v, func(s string) bool { return s == want })
+}
+
+// audAny reports whether an "aud" claim (a string, or an array of them)
+// holds a value for which f is true.
+func audAny(v any, f func(string) bool) bool {
 	switch a := v.(type) {
 	case string:
-		return a == want
+		return f(a)
 	case []any:
 		for _, x := range a {
-			if s, _ := x.(string); s == want {
+			if s, ok := x.(string); ok && f(s) {
 				return true
 			}
 		}
@@ -1021,21 +1027,12 @@ func (e *Exchange) audienceFor(target string, named bool, confined string) (stri
 // names a preview environment of this gateway: Issuer/env/{name}/mcp. It
 // says nothing of whether that preview is live.
 func (e *Exchange) previewAudience(aud any) bool {
-	is := func(s string) bool {
-		rest, ok := strings.CutPrefix(s, strings.TrimSuffix(e.Issuer, "/")+"/env/")
-		return ok && strings.HasSuffix(rest, "/mcp") && len(rest) > len("/mcp") && !strings.Contains(strings.TrimSuffix(rest, "/mcp"), "/")
-	}
-	switch a := aud.(type) {
-	case string:
-		return is(a)
-	case []any:
-		for _, x := range a {
-			if s, _ := x.(string); is(s) {
-				return true
-			}
-		}
-	}
-	return false
+	prefix := strings.TrimSuffix(e.Issuer, "/") + "/env/"
+	return audAny(aud, func(s string) bool {
+		rest, ok := strings.CutPrefix(s, prefix)
+		name, ok2 := strings.CutSuffix(rest, "/mcp")
+		return ok && ok2 && name != "" && !strings.Contains(name, "/")
+	})
 }
 
 // previewOnly is aud when it is not the production audience, else "".

@@ -670,12 +670,11 @@ func (m *mcpConn) do(ctx context.Context, c *MCPCall, f func(context.Context, *c
 	if c.ClientCapabilities != nil {
 		ctx = client.WithRequestClientCapabilities(ctx, *c.ClientCapabilities)
 	}
-	tok := ""
-	if c.Notify != nil || c.Requests != nil || c.ProgressToken != nil { // a call to relay for
-		var end func()
-		tok, end = m.begin(c)
-		defer end()
-	}
+	// Every call is registered, even one with nothing to relay: soleCall
+	// must see all calls in flight, or a message of this call that names
+	// no call would reach another agent's client.
+	tok, end := m.begin(c)
+	defer end()
 	for attempt := 0; ; attempt++ {
 		cli, err := m.waitReady(ctx, attempt > 0)
 		if err != nil {

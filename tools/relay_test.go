@@ -3,7 +3,9 @@ package tools
 import (
 	"context"
 	"testing"
+	"time"
 
+	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
 )
 
@@ -43,4 +45,35 @@ func TestUnattributedRelayNeedsASoleCall(t *testing.T) {
 		t.Fatalf("with one call left the message should reach it (a %d, b %d)", gotA, gotB)
 	}
 	endB()
+}
+
+// TestUnattributedRelayCountsEveryCall: a call with nothing to relay (an
+// agent's resources/subscribe, a catalogue listing) is still a call in
+// flight: while it runs beside an agent's call, a message that names no
+// call may have come from it and must not reach the other agent's client.
+func TestUnattributedRelayCountsEveryCall(t *testing.T) {
+	m := &mcpConn{progress: map[string]*MCPCall{}, cli: &client.Client{}, up: Upstream{Name: "u", Timeout: 5 * time.Second}}
+	var gotA int
+	a := &MCPCall{Notify: func(string, map[string]any) { gotA++ }}
+	n := mcp.JSONRPCNotification{}
+	n.Method = "notifications/message"
+	n.Params.AdditionalFields = map[string]any{"level": "info", "data": "from b's call"}
+	err := m.do(context.Background(), a, func(ctx context.Context, _ *client.Client, _ string) error {
+		return m.do(ctx, &MCPCall{Assertion: "agent-b"}, func(context.Context, *client.Client, string) error {
+			if c := m.soleCall(); c != nil {
+				t.Errorf("with two calls in flight soleCall chose %p (a is %p)", c, a)
+			}
+			m.notification(n)
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gotA != 0 {
+		t.Fatalf("a message during another call reached agent a's client (%d)", gotA)
+	}
+	if len(m.calls) != 0 {
+		t.Fatalf("calls left registered: %d", len(m.calls))
+	}
 }

@@ -28,14 +28,6 @@ func approverOf(h Human) approvals.Approver {
 	return approvals.Approver{Issuer: h.Issuer, Subject: h.Subject, Email: h.Email, Roles: h.Roles}
 }
 
-// approverName is how an approver appears in audit records and answers.
-func approverName(h Human) string {
-	if h.Email != "" {
-		return h.Email
-	}
-	return h.Subject
-}
-
 // approvalRequest loads request id for the signed-in human and answers the
 // error page itself when it cannot be shown to them.
 func (s *Server) approvalRequest(w http.ResponseWriter, r *http.Request, h Human, id string) (approvals.Request, bool) {
@@ -118,7 +110,8 @@ func (s *Server) approvalDecision(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, r, http.StatusBadRequest, "Invalid form", "Choose Approve or Deny.")
 		return
 	}
-	req, err := s.o.Approvals.Decide(ctx, id, approve, approverName(ss.Human))
+	// The approver appears in audit records and answers by email, else sub.
+	req, err := s.o.Approvals.Decide(ctx, id, approve, displayName(ss.Human.Email, ss.Human.Subject))
 	switch {
 	case errors.Is(err, approvals.ErrDecided):
 		s.showApproval(w, r, ss, req, http.StatusConflict)
