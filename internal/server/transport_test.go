@@ -341,6 +341,25 @@ func TestCORS(t *testing.T) {
 	}
 }
 
+// TestRebindGuardOffBehindProxy: with a public_url that is not loopback (a
+// proxy fronts the gateway), mcp-go's DNS-rebinding guard is off, and so is
+// the edge's mirror of it: a Host that is not loopback passes, preflight
+// or not, and a loopback page's Origin is a foreign origin like any other.
+func TestRebindGuardOffBehindProxy(t *testing.T) {
+	f := newFixture(t, fixtureOpts{mutate: func(c *config.Config) { c.PublicURL = "https://gw.example" }})
+	if f.srv.rebindGuard {
+		t.Fatal("rebindGuard is on with public_url https://gw.example")
+	}
+	resp, body := rawDo(t, http.MethodOptions, f.url+"/mcp", "", "", map[string]string{"Host": "gw.example"})
+	if resp.StatusCode != http.StatusNoContent {
+		t.Errorf("preflight with the proxy's Host: %d %s", resp.StatusCode, body)
+	}
+	resp, body = rawDo(t, http.MethodPost, f.url+"/mcp", "alice", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, map[string]string{"Origin": "http://localhost:4321"})
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("POST from a loopback origin behind a proxy: %d %s", resp.StatusCode, body)
+	}
+}
+
 // TestNoOriginsByDefault: without cors.allowed_origins no other origin may
 // call /mcp, while native clients (no Origin) and public_url's own pages may.
 func TestNoOriginsByDefault(t *testing.T) {
