@@ -48,18 +48,17 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, body []byte,
 			"Bad Request: Mcp-Session-Id header is required; send initialize first (it must not be part of a batch)")
 		return
 	}
-	for _, m := range msgs {
-		var probe struct {
-			Method string `json:"method"`
-		}
-		if json.Unmarshal(m, &probe) == nil && probe.Method == string(mcp.MethodInitialize) {
+	envs := make([]batchEnvelope, len(msgs))
+	for i, m := range msgs {
+		envs[i].ok = json.Unmarshal(m, &envs[i]) == nil
+		if envs[i].ok && envs[i].Method == string(mcp.MethodInitialize) {
 			writeRPCError(w, r, http.StatusBadRequest, nil, rpcInvalidRequest, "initialize must not be part of a JSON-RPC batch")
 			return
 		}
 	}
 	answers := make([]json.RawMessage, 0, len(msgs))
-	for _, m := range msgs {
-		answers = append(answers, s.batchOne(r, m, next)...)
+	for i, m := range msgs {
+		answers = append(answers, s.batchOne(r, m, envs[i], next)...)
 	}
 	if len(answers) == 0 {
 		w.WriteHeader(http.StatusAccepted)
@@ -75,14 +74,17 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, body []byte,
 	_, _ = w.Write(out)
 }
 
-// batchOne serves one message of a batch and returns its answers (none for
-// a notification).
-func (s *Server) batchOne(r *http.Request, msg json.RawMessage, next http.Handler) []json.RawMessage {
-	var env struct {
-		ID     json.RawMessage `json:"id"`
-		Method string          `json:"method"`
-	}
-	if json.Unmarshal(msg, &env) != nil {
+// batchEnvelope is what serveBatch reads of each message of a batch, once.
+type batchEnvelope struct {
+	ID     json.RawMessage `json:"id"`
+	Method string          `json:"method"`
+	ok     bool            // the message decoded
+}
+
+// batchOne serves one message of a batch, env its envelope, and returns
+// its answers (none for a notification).
+func (s *Server) batchOne(r *http.Request, msg json.RawMessage, env batchEnvelope, next http.Handler) []json.RawMessage {
+	if !env.ok {
 		return []json.RawMessage{rpcErrorBody(http.StatusBadRequest, []byte("invalid JSON-RPC message in batch"), RequestID(r.Context()), nil)}
 	}
 	sub := r.Clone(r.Context())
@@ -101,10 +103,7 @@ func (s *Server) batchOne(r *http.Request, msg json.RawMessage, next http.Handle
 	}
 	var found []json.RawMessage
 	for _, m := range messagesOf(rec.header.Get("Content-Type"), rec.body.Bytes()) {
-		var probe struct {
-			ID     json.RawMessage `json:"id"`
-			Method string          `json:"method"`
-		}
+		var probe batchEnvelope
 		if json.Unmarshal(m, &probe) == nil && probe.Method == "" && bytes.Equal(probe.ID, env.ID) {
 			found = append(found, m)
 		}

@@ -70,8 +70,7 @@ func (s *Server) corsMCP(next http.Handler) http.Handler {
 // that never reach it (preflights, refusals at the edge): with a loopback
 // public_url, a loopback listener refuses a Host that is not loopback.
 func (s *Server) foreignHost(r *http.Request) bool {
-	u, err := url.Parse(s.cfg.PublicURL)
-	if err != nil || !isLoopbackHost(u.Hostname()) {
+	if !s.rebindGuard {
 		return false
 	}
 	host := r.Host
@@ -139,8 +138,7 @@ func (f *headerFixer) Write(b []byte) (int, error) {
 // loopbackOrigin reports whether origin names a loopback host while the
 // gateway's public_url is loopback too (a local development setup).
 func (s *Server) loopbackOrigin(origin string) bool {
-	pu, err := url.Parse(s.cfg.PublicURL)
-	if err != nil || !isLoopbackHost(pu.Hostname()) {
+	if !s.rebindGuard {
 		return false
 	}
 	ou, err := url.Parse(origin)

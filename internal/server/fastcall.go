@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"reflect"
 	"regexp"
 	"slices"
@@ -97,11 +96,7 @@ func (s *Server) fastCall(w http.ResponseWriter, r *http.Request, body []byte) b
 	// mcp-go's DNS-rebinding guard is on unless newMCP turned it off;
 	// while it is on, only loopback Host headers (which it always lets
 	// through) take the fast path.
-	s.fastGuardOnce.Do(func() {
-		u, err := url.Parse(s.cfg.PublicURL)
-		s.fastGuard = !(err == nil && !isLoopbackHost(u.Hostname()))
-	})
-	if s.fastGuard && !mcpLoopbackHost(r.Host) {
+	if s.rebindGuard && !mcpLoopbackHost(r.Host) {
 		return false
 	}
 	return s.serveFastCall(w, r, body)

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"net/url"
 	"sync"
 	"time"
 
@@ -54,7 +53,7 @@ func (s *Server) newMCP(e *env) *mcpserver.StreamableHTTPServer {
 	}
 	// DNS-rebinding protection (a loopback listener refuses a foreign Host)
 	// stays on unless the public URL says a proxy fronts the gateway.
-	if u, err := url.Parse(s.cfg.PublicURL); err == nil && !isLoopbackHost(u.Hostname()) {
+	if !s.rebindGuard {
 		opts = append(opts, mcpserver.WithDisableLocalhostProtection(true))
 	}
 	return mcpserver.NewStreamableHTTPServer(e.mcp, opts...)

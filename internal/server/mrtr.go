@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -44,9 +45,12 @@ func (m *mrtrSeal) mac(p *authn.Principal, tool string, args map[string]any, sta
 	a, _ := json.Marshal(args) // map keys sorted: a canonical form
 	digest := sha256.Sum256(a)
 	h := hmac.New(sha256.New, m.key)
+	// Each field length-prefixed: no byte of one (a NUL in a subject, say)
+	// can pass for a boundary and shift the rest into the next field.
+	var n [binary.MaxVarintLen64]byte
 	for _, part := range []string{"harness-mrtr-v1", p.Subject, humanIssuer(p), p.Agent, tool, string(digest[:]), state} {
+		h.Write(n[:binary.PutUvarint(n[:], uint64(len(part)))])
 		h.Write([]byte(part))
-		h.Write([]byte{0})
 	}
 	return h.Sum(nil)
 }

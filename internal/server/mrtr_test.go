@@ -44,6 +44,11 @@ func TestMRTRRequestStateSealed(t *testing.T) {
 		{"tag altered", alice, "conf_tool", args, sealed[:len(sealed)-2] + "AA"},
 		{"empty", alice, "conf_tool", args, ""},
 		{"prefix only", alice, "conf_tool", args, mrtrPrefix},
+		// The MAC's fields are length-prefixed: a NUL inside one field
+		// cannot shift bytes into the next (subject "alice\x00x" at
+		// issuer "i" against subject "alice" at issuer "x\x00i").
+		{"field boundary shifted", &authn.Principal{Issuer: "x\x00i", Subject: "alice", Agent: "a1"}, "conf_tool", args,
+			m.seal(&authn.Principal{Issuer: "i", Subject: "alice\x00x", Agent: "a1"}, "conf_tool", args, "upstream-state")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -168,12 +169,15 @@ type Server struct {
 	auditErr atomic.Pointer[error]
 	refusals refusalBook
 	// The tools/call fast path (fastcall.go); fastCallOff turns it off.
-	fastCallOff   atomic.Bool
-	fastServed    atomic.Uint64 // calls the fast path answered
-	fastMetaOnce  sync.Once
-	fastMeta      []byte
-	fastGuardOnce sync.Once
-	fastGuard     bool
+	fastCallOff  atomic.Bool
+	fastServed   atomic.Uint64 // calls the fast path answered
+	fastMetaOnce sync.Once
+	fastMeta     []byte
+	// rebindGuard is whether mcp-go's DNS-rebinding guard is on: unless
+	// public_url names a host other than loopback (a proxy fronts the
+	// gateway). newMCP sets the guard from it; corsMCP and the fast path
+	// mirror it.
+	rebindGuard bool
 	// inflight is the 2026-07-28 requests in flight, by principal
 	// (cancel.go).
 	inflight inflightTable
@@ -219,6 +223,9 @@ func New(o Options) (*Server, error) {
 	}
 	if s.version == "" {
 		s.version = "dev"
+	}
+	if u, err := url.Parse(s.cfg.PublicURL); err != nil || isLoopbackHost(u.Hostname()) {
+		s.rebindGuard = true
 	}
 	s.prod = s.newProduction(o)
 

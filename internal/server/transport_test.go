@@ -230,6 +230,31 @@ func TestBatchIn20250326(t *testing.T) {
 		t.Errorf("notification batch: %d %s", resp.StatusCode, body)
 	}
 
+	// initialize anywhere in a batch refuses the whole batch.
+	resp, body = rawDo(t, http.MethodPost, f.url+"/mcp", "alice",
+		`[{"jsonrpc":"2.0","id":5,"method":"ping"},{"jsonrpc":"2.0","id":6,"method":"initialize","params":{}}]`, map[string]string{"Mcp-Session-Id": sid})
+	if e := wantRPCError(t, "initialize in a batch", resp, body); resp.StatusCode != http.StatusBadRequest || e.Code != rpcInvalidRequest ||
+		!strings.Contains(e.Message, "initialize must not be part of a JSON-RPC batch") {
+		t.Errorf("initialize in a batch: %d %+v", resp.StatusCode, e)
+	}
+	// A message that does not decode gets an invalid-request entry with a
+	// null id; the rest of the batch is served.
+	resp, body = rawDo(t, http.MethodPost, f.url+"/mcp", "alice",
+		`[{"jsonrpc":"2.0","id":7,"method":7},{"jsonrpc":"2.0","id":8,"method":"ping"}]`, map[string]string{"Mcp-Session-Id": sid})
+	answers = answers[:0]
+	if resp.StatusCode != http.StatusOK || json.Unmarshal([]byte(body), &answers) != nil || len(answers) != 2 {
+		t.Fatalf("batch with an undecodable message: %d %s", resp.StatusCode, body)
+	}
+	if a := answers[0]; string(a.ID) != "null" || a.Error == nil || a.Error.Code != rpcInvalidRequest || a.Error.Message != "invalid JSON-RPC message in batch" {
+		t.Errorf("undecodable message's answer: %s", body)
+	}
+	if a := answers[1]; string(a.ID) != "8" || a.Result == nil {
+		t.Errorf("ping after an undecodable message: %s", body)
+	}
+	if n := len(f.audit.records()); n != 2 {
+		t.Errorf("refused batches ran calls: %d records", n)
+	}
+
 	// Later revisions: a clear JSON-RPC error, nothing executed.
 	sid2 := openLegacy(t, f, "alice", "2025-06-18")
 	resp, body = rawDo(t, http.MethodPost, f.url+"/mcp", "alice", batch, map[string]string{"Mcp-Session-Id": sid2, "Mcp-Protocol-Version": "2025-06-18"})
@@ -313,6 +338,25 @@ func TestCORS(t *testing.T) {
 			!strings.Contains(strings.ToLower(resp.Header.Get("Access-Control-Allow-Headers")), "mcp-protocol-version") || !strings.Contains(body, `"resource"`) {
 			t.Errorf("GET %s: %d %v %s", p, resp.StatusCode, resp.Header, body)
 		}
+	}
+}
+
+// TestRebindGuardOffBehindProxy: with a public_url that is not loopback (a
+// proxy fronts the gateway), mcp-go's DNS-rebinding guard is off, and so is
+// the edge's mirror of it: a Host that is not loopback passes, preflight
+// or not, and a loopback page's Origin is a foreign origin like any other.
+func TestRebindGuardOffBehindProxy(t *testing.T) {
+	f := newFixture(t, fixtureOpts{mutate: func(c *config.Config) { c.PublicURL = "https://gw.example" }})
+	if f.srv.rebindGuard {
+		t.Fatal("rebindGuard is on with public_url https://gw.example")
+	}
+	resp, body := rawDo(t, http.MethodOptions, f.url+"/mcp", "", "", map[string]string{"Host": "gw.example"})
+	if resp.StatusCode != http.StatusNoContent {
+		t.Errorf("preflight with the proxy's Host: %d %s", resp.StatusCode, body)
+	}
+	resp, body = rawDo(t, http.MethodPost, f.url+"/mcp", "alice", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, map[string]string{"Origin": "http://localhost:4321"})
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("POST from a loopback origin behind a proxy: %d %s", resp.StatusCode, body)
 	}
 }
 
