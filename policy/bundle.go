@@ -94,7 +94,9 @@ func FromBundle(ctx context.Context, data []byte, opts BundleOptions) (*Engine, 
 	st.fingerprint = st.revision
 	st, err = e.compile(ctx, ref, src, st)
 	if err != nil {
-		return nil, errors.New(trimSlashes(err.Error()))
+		// compile's errors start with ErrLoad's text; keep the wrap, drop the
+		// tarball reader's leading slashes from the file names.
+		return nil, fmt.Errorf("%w: %s", ErrLoad, trimSlashes(strings.TrimPrefix(err.Error(), ErrLoad.Error()+": ")))
 	}
 	e.cur.Store(st)
 	return e, nil
