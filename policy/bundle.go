@@ -28,8 +28,10 @@ const (
 
 // UntrustedBuiltins are the builtins a policy from a bundle (FromBundle)
 // may not use: they reach outside the gateway (the network, the process's
-// environment and configuration). A preview's policy comes from a branch.
-var UntrustedBuiltins = []string{"http.send", "net.lookup_ip_addr", "opa.runtime", "net.cidr_expand"}
+// environment and configuration, its files: a JSON schema's $ref of
+// file:// is read from the gateway's disk). A preview's policy comes from
+// a branch.
+var UntrustedBuiltins = []string{"http.send", "net.lookup_ip_addr", "opa.runtime", "net.cidr_expand", "json.match_schema", "json.verify_schema"}
 
 // BundleOptions configure FromBundle.
 type BundleOptions struct {
