@@ -28,8 +28,10 @@ const (
 
 // UntrustedBuiltins are the builtins a policy from a bundle (FromBundle)
 // may not use: they reach outside the gateway (the network, the process's
-// environment and configuration). A preview's policy comes from a branch.
-var UntrustedBuiltins = []string{"http.send", "net.lookup_ip_addr", "opa.runtime", "net.cidr_expand"}
+// environment and configuration, its files: a JSON schema's $ref of
+// file:// is read from the gateway's disk). A preview's policy comes from
+// a branch.
+var UntrustedBuiltins = []string{"http.send", "net.lookup_ip_addr", "opa.runtime", "net.cidr_expand", "json.match_schema", "json.verify_schema"}
 
 // BundleOptions configure FromBundle.
 type BundleOptions struct {
@@ -94,7 +96,9 @@ func FromBundle(ctx context.Context, data []byte, opts BundleOptions) (*Engine, 
 	st.fingerprint = st.revision
 	st, err = e.compile(ctx, ref, src, st)
 	if err != nil {
-		return nil, errors.New(trimSlashes(err.Error()))
+		// compile's errors start with ErrLoad's text; keep the wrap, drop the
+		// tarball reader's leading slashes from the file names.
+		return nil, fmt.Errorf("%w: %s", ErrLoad, trimSlashes(strings.TrimPrefix(err.Error(), ErrLoad.Error()+": ")))
 	}
 	e.cur.Store(st)
 	return e, nil

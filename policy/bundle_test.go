@@ -90,6 +90,8 @@ func TestFromBundle(t *testing.T) {
 		{"no decision", tarGz(t, map[string]string{"p/x.rego": "package other\n\nallow := true\n"}), "no rule defines the query data.harness.decision"},
 		{"http.send", tarGz(t, map[string]string{"p/x.rego": "package harness\n\ndecision := r if {\n\tr := http.send({\"method\": \"GET\", \"url\": \"http://169.254.169.254/\"})\n}\n"}), "p/x.rego:4"},
 		{"opa.runtime", tarGz(t, map[string]string{"p/x.rego": "package harness\n\ndecision := {\"allow\": false, \"reason\": opa.runtime().env.SECRET}\n"}), "p/x.rego:3"},
+		{"json.match_schema", tarGz(t, map[string]string{"p/x.rego": "package harness\n\ndecision := {\"allow\": true, \"reason\": sprintf(\"%v\", [json.match_schema({}, {\"$ref\": \"file:///etc/harness/secrets.json\"})])}\n"}), "p/x.rego:3"},
+		{"json.verify_schema", tarGz(t, map[string]string{"p/x.rego": "package harness\n\ndecision := {\"allow\": true, \"reason\": sprintf(\"%v\", [json.verify_schema({\"$ref\": \"file:///etc/harness/secrets.json\"})])}\n"}), "p/x.rego:3"},
 		{"bad data", tarGz(t, map[string]string{"p/x.rego": branchPolicy, "preview/data.json": "{nope"}), "preview/data.json"},
 		{"not gzip", []byte("package harness"), "not a gzip-compressed tar archive"},
 		{"dot dot", tarGz(t, map[string]string{"../x.rego": branchPolicy}), "a path with .. is not allowed"},
@@ -97,7 +99,7 @@ func TestFromBundle(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := FromBundle(ctx, tc.bundle, BundleOptions{})
-			if err == nil || !errors.Is(err, ErrLoad) && !strings.Contains(err.Error(), "policy load failed") {
+			if !errors.Is(err, ErrLoad) {
 				t.Fatalf("err = %v, want a load error", err)
 			}
 			if !strings.Contains(err.Error(), tc.want) {

@@ -178,11 +178,6 @@ func newID() string {
 // the policy failed, and a non-nil error (ErrEvaluation, ErrUndefined or
 // ErrMalformed). Every decision carries a fresh ID and the policy Revision.
 func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
-	if e.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, e.timeout)
-		defer cancel()
-	}
 	st := e.cur.Load()
 	key := ""
 	now := time.Now()
@@ -194,6 +189,11 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
 			d.ID, d.Revision = newID(), st.revision
 			return d, nil
 		}
+	}
+	if e.timeout > 0 { // a memo hit needs no timer
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, e.timeout)
+		defer cancel()
 	}
 	d, err := st.evalDecision(ctx, in)
 	if err != nil {

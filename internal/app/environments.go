@@ -36,12 +36,11 @@ type previewKeys interface {
 // production's) and a signing key made for it, whose public JWK is in the
 // gateway's JWKS while the preview lives and dropped when it is retired.
 type previewHost struct {
-	srv     envServer // set once the server is built, before any request
-	keys    previewKeys
-	client  *http.Client
-	allowed []environments.Pattern
-	query   string
-	log     *slog.Logger
+	srv    envServer // set once the server is built, before any request
+	keys   previewKeys
+	client *http.Client // refuses redirects outside allowed_upstreams
+	query  string
+	log    *slog.Logger
 
 	mu   sync.Mutex
 	live map[string]*preview
@@ -68,7 +67,7 @@ func newPreviewHost(keys previewKeys, client *http.Client, allowed []environment
 		}
 		return nil
 	}
-	return &previewHost{keys: keys, client: &c, allowed: allowed, query: query, log: log, live: map[string]*preview{}}
+	return &previewHost{keys: keys, client: &c, query: query, log: log, live: map[string]*preview{}}
 }
 
 // Open implements environments.Host.

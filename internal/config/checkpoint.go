@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"regexp"
@@ -68,22 +67,16 @@ func (c *Config) validateCheckpoint() Problems {
 				bad(p, "not a URL")
 			case u.User != nil:
 				bad(p, "must not carry credentials")
-			case u.Scheme == "http" && !loopbackHost(u.Hostname()):
-				bad(p, "must be https (http only on loopback)")
+			default:
+				if err := secureURL(w); err != nil {
+					bad(p, "%v", err)
+				}
 			}
 		default:
 			bad(p, "%q is not redis, file:PATH or an https:// URL", w)
 		}
 	}
 	return ps
-}
-
-func loopbackHost(h string) bool {
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
 }
 
 // CheckpointOrigin returns this replica's checkpoint origin:

@@ -68,26 +68,29 @@ func BenchmarkRedisRoundTrip(b *testing.B) {
 	}
 	for _, gap := range []time.Duration{0, 200 * time.Microsecond} {
 		for _, name := range []string{"raw", "go-redis"} {
-			b.Run(fmt.Sprintf("%s/idle=%s", name, gap), func(b *testing.B) {
-				call := calls[name]
-				var d []time.Duration
-				for b.Loop() {
-					if gap > 0 {
-						b.StopTimer()
-						time.Sleep(gap)
-						b.StartTimer()
-					}
-					s := time.Now()
-					if err := call(); err != nil {
-						b.Fatal(err)
-					}
-					d = append(d, time.Since(s))
-				}
-				slices.Sort(d)
-				b.ReportMetric(float64(d[len(d)/2].Nanoseconds())/1e3, "p50-µs")
-			})
+			b.Run(fmt.Sprintf("%s/idle=%s", name, gap), func(b *testing.B) { reportP50(b, gap, calls[name]) })
 		}
 	}
+}
+
+// reportP50 times call serially, idle for gap (untimed) before each, and
+// reports the median in µs (p50-µs).
+func reportP50(b *testing.B, gap time.Duration, call func() error) {
+	var d []time.Duration
+	for b.Loop() {
+		if gap > 0 {
+			b.StopTimer()
+			time.Sleep(gap)
+			b.StartTimer()
+		}
+		s := time.Now()
+		if err := call(); err != nil {
+			b.Fatal(err)
+		}
+		d = append(d, time.Since(s))
+	}
+	slices.Sort(d)
+	b.ReportMetric(float64(d[len(d)/2].Nanoseconds())/1e3, "p50-µs")
 }
 
 // respCommand encodes args as a RESP array of bulk strings.
@@ -120,21 +123,7 @@ func BenchmarkRedisAutoPipeline(b *testing.B) {
 			_, err := gcraScript.Run(context.Background(), face.sc, keys, "", 1, 1, 1, 1).Int64Slice()
 			return err
 		}
-		b.Run(face.name+"/serial-idle=200µs", func(b *testing.B) {
-			var d []time.Duration
-			for b.Loop() {
-				b.StopTimer()
-				time.Sleep(200 * time.Microsecond)
-				b.StartTimer()
-				s := time.Now()
-				if err := call(); err != nil {
-					b.Fatal(err)
-				}
-				d = append(d, time.Since(s))
-			}
-			slices.Sort(d)
-			b.ReportMetric(float64(d[len(d)/2].Nanoseconds())/1e3, "p50-µs")
-		})
+		b.Run(face.name+"/serial-idle=200µs", func(b *testing.B) { reportP50(b, 200*time.Microsecond, call) })
 		b.Run(face.name+"/parallel-16", func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetParallelism(8) // 16 goroutines on 2 CPUs

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"maps"
 	"sync"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -309,14 +308,6 @@ func (r *Redis) DeleteEnvironment(ctx context.Context, name string) (bool, error
 // (not live), a new subscription resets it again (live), and the watcher
 // then reads every environment again.
 func (r *Redis) WatchEnvironments(ctx context.Context, w EnvironmentWatcher) error {
-	defer w.EnvironmentsReset(false)
-	for ctx.Err() == nil {
-		r.watchOnce(ctx, envChannel, w.EnvironmentsReset, w.EnvironmentChanged)
-		w.EnvironmentsReset(false)
-		select {
-		case <-ctx.Done():
-		case <-time.After(watchPing / 5):
-		}
-	}
+	r.watch(ctx, envChannel, w.EnvironmentsReset, w.EnvironmentChanged)
 	return nil
 }

@@ -79,44 +79,11 @@ func TestEnvironments(t *testing.T) {
 	}
 }
 
-// envEvent is one call an environment watcher received.
-type envEvent struct {
-	changed string
-	reset   bool
-	live    bool
-}
-
-type envChanWatcher chan envEvent
-
-func (c envChanWatcher) EnvironmentChanged(name string) { c <- envEvent{changed: name} }
-func (c envChanWatcher) EnvironmentsReset(live bool)    { c <- envEvent{reset: true, live: live} }
-
-func startEnvWatch(t *testing.T, st EnvironmentWatch) envChanWatcher {
+// startEnvWatch runs st's environment watch for the test; it returns the
+// watcher once the watch is live.
+func startEnvWatch(t *testing.T, st EnvironmentWatch) chanWatcher {
 	t.Helper()
-	w := make(envChanWatcher, 100)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- st.WatchEnvironments(ctx, w) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("watch ended with %v", err)
-		}
-	})
-	nextEnv(t, w, envEvent{reset: true, live: true})
-	return w
-}
-
-func nextEnv(t *testing.T, w envChanWatcher, want envEvent) {
-	t.Helper()
-	select {
-	case got := <-w:
-		if got != want {
-			t.Fatalf("watch event %+v, want %+v", got, want)
-		}
-	case <-time.After(20 * time.Second): // a hang, not a timing threshold
-		t.Fatalf("no watch event, want %+v", want)
-	}
+	return watching(t, func(ctx context.Context, w chanWatcher) error { return st.WatchEnvironments(ctx, w) })
 }
 
 // TestWatchEnvironments: a put or delete through one replica's store
@@ -129,11 +96,11 @@ func TestWatchEnvironments(t *testing.T) {
 		w := startEnvWatch(t, m)
 		_, err := m.PutEnvironment(ctx, "e", []byte("{}"), nil, 0)
 		must(t, err)
-		nextEnv(t, w, envEvent{changed: "e"})
+		next(t, w, watchEvent{changed: "e"})
 		if ok, err := m.DeleteEnvironment(ctx, "e"); !ok || err != nil {
 			t.Fatal(ok, err)
 		}
-		nextEnv(t, w, envEvent{changed: "e"})
+		next(t, w, watchEvent{changed: "e"})
 		if ok, _ := m.DeleteEnvironment(ctx, "e"); ok {
 			t.Fatal("a second delete reported deleting")
 		}
@@ -153,13 +120,13 @@ func TestWatchEnvironments(t *testing.T) {
 		must(t, err)
 		_, err = a.PutEnvironment(ctx, "e", []byte("{}"), nil, 0)
 		must(t, err)
-		nextEnv(t, wa, envEvent{changed: "e"})
-		nextEnv(t, wb, envEvent{changed: "e"})
+		next(t, wa, watchEvent{changed: "e"})
+		next(t, wb, watchEvent{changed: "e"})
 		if ok, err := b.DeleteEnvironment(ctx, "e"); !ok || err != nil {
 			t.Fatal(ok, err)
 		}
-		nextEnv(t, wa, envEvent{changed: "e"})
-		nextEnv(t, wb, envEvent{changed: "e"})
+		next(t, wa, watchEvent{changed: "e"})
+		next(t, wb, watchEvent{changed: "e"})
 	})
 }
 
@@ -173,7 +140,7 @@ func TestWatchEnvironmentsRedisDown(t *testing.T) {
 	st := NewRedis(testClient(t, srv.URL()), "", 2*time.Second)
 	w := startEnvWatch(t, st)
 	srv.Stop()
-	nextEnv(t, w, envEvent{reset: true, live: false})
+	next(t, w, watchEvent{reset: true, live: false})
 	srv.Restart()
 	for got := range w {
 		if got.live {
@@ -182,7 +149,7 @@ func TestWatchEnvironmentsRedisDown(t *testing.T) {
 	}
 	_, err := st.PutEnvironment(context.Background(), "e", []byte("{}"), nil, 0)
 	must(t, err)
-	nextEnv(t, w, envEvent{changed: "e"})
+	next(t, w, watchEvent{changed: "e"})
 }
 
 // TestUnpublishKey: a retired preview's key leaves the published set at

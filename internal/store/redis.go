@@ -170,16 +170,24 @@ var watchPing = 5 * time.Second
 // subscription resets it again (live), since messages published in between
 // are lost.
 func (r *Redis) WatchSessions(ctx context.Context, w SessionWatcher) error {
-	defer w.SessionsReset(false)
+	r.watch(ctx, sessDeletedChannel, w.SessionsReset, w.SessionDeleted)
+	return nil
+}
+
+// watch subscribes to channel (under the prefix) until ctx ends, again
+// after every break: reset(false) after each subscription ends and once
+// more on return, reset(true) once a subscription is confirmed, msg for
+// each message.
+func (r *Redis) watch(ctx context.Context, channel string, reset func(live bool), msg func(payload string)) {
+	defer reset(false)
 	for ctx.Err() == nil {
-		r.watchOnce(ctx, sessDeletedChannel, w.SessionsReset, w.SessionDeleted)
-		w.SessionsReset(false)
+		r.watchOnce(ctx, channel, reset, msg)
+		reset(false)
 		select {
 		case <-ctx.Done():
 		case <-time.After(watchPing / 5): // back off before subscribing again
 		}
 	}
-	return nil
 }
 
 // watchOnce runs one subscription to channel (under the prefix) until it

@@ -8,27 +8,39 @@ import (
 	"github.com/agentharness/harness/internal/redistest"
 )
 
-// watchEvent is one call a watcher received: a deleted id, or a reset.
+// watchEvent is one call a watcher received: a deleted session id, a
+// changed environment, or a reset.
 type watchEvent struct {
 	deleted string
+	changed string
 	reset   bool
 	live    bool
 }
 
-// chanWatcher records what it is told, in order.
+// chanWatcher records what it is told, in order; it watches sessions and
+// environments alike.
 type chanWatcher chan watchEvent
 
-func (c chanWatcher) SessionDeleted(id string) { c <- watchEvent{deleted: id} }
-func (c chanWatcher) SessionsReset(live bool)  { c <- watchEvent{reset: true, live: live} }
+func (c chanWatcher) SessionDeleted(id string)       { c <- watchEvent{deleted: id} }
+func (c chanWatcher) SessionsReset(live bool)        { c <- watchEvent{reset: true, live: live} }
+func (c chanWatcher) EnvironmentChanged(name string) { c <- watchEvent{changed: name} }
+func (c chanWatcher) EnvironmentsReset(live bool)    { c <- watchEvent{reset: true, live: live} }
 
-// startWatch runs st's watch for the test; it returns the watcher once the
-// watch is live.
+// startWatch runs st's session watch for the test; it returns the watcher
+// once the watch is live.
 func startWatch(t *testing.T, st SessionWatch) chanWatcher {
+	t.Helper()
+	return watching(t, func(ctx context.Context, w chanWatcher) error { return st.WatchSessions(ctx, w) })
+}
+
+// watching runs watch until the test ends (it must then return nil) and
+// returns its watcher once the first event, a live reset, arrived.
+func watching(t *testing.T, watch func(context.Context, chanWatcher) error) chanWatcher {
 	t.Helper()
 	w := make(chanWatcher, 100)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- st.WatchSessions(ctx, w) }()
+	go func() { done <- watch(ctx, w) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
