@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/agentharness/harness/internal/app"
+	"github.com/agentharness/harness/internal/config"
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/loader"
 )
@@ -514,7 +515,7 @@ func bearerTarget(base, tokenFile, what string) (*url.URL, string, error) {
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		return nil, "", fmt.Errorf("--url %q is not an http(s) URL of a gateway", app.RedactURL(base))
 	}
-	if u.Scheme == "http" && !loopbackHost(u.Hostname()) {
+	if u.Scheme == "http" && !config.IsLoopbackHost(u.Hostname()) {
 		return nil, "", fmt.Errorf("--url %q: the %s is sent only over https (http only on loopback)", base, what)
 	}
 	tok, err := os.ReadFile(tokenFile)

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"time"
+
+	"github.com/agentharness/harness/internal/config"
 )
 
 // pprofEnv names the opt-in profiling listener: unset (the default), no
@@ -24,7 +26,7 @@ func pprofListen(addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s=%q: %w", pprofEnv, addr, err)
 	}
-	if !loopbackHost(host) {
+	if !config.IsLoopbackHost(host) {
 		return nil, fmt.Errorf("%s=%q: only a loopback address (127.0.0.1, ::1, localhost) is allowed", pprofEnv, addr)
 	}
 	ln, err := net.Listen("tcp", addr)

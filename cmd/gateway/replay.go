@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -191,14 +190,4 @@ func firstLine(b []byte) string {
 		s = s[:200]
 	}
 	return strings.TrimSpace(s)
-}
-
-// loopbackHost reports whether h (a URL's Hostname) is localhost or a
-// loopback IP address; a DNS name such as 127.0.0.1.example.com is not.
-func loopbackHost(h string) bool {
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
 }

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -412,7 +411,7 @@ func buildOAuth(cfg *config.Config, log *slog.Logger, st store.Store, exchange *
 	if err != nil {
 		return nil, fmt.Errorf("public_url: %w", err)
 	}
-	devLoopback := pub.Scheme == "http" && isLoopback(pub.Hostname())
+	devLoopback := pub.Scheme == "http" && config.IsLoopbackHost(pub.Hostname())
 	stateKey, err := cfg.OAuth.StateKeyBytes()
 	if err != nil {
 		return nil, fmt.Errorf("oauth.state_key: %w", err)
@@ -503,14 +502,6 @@ func firstLine(s string) string {
 		s = s[:157] + "…"
 	}
 	return s
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // RedactURL drops credentials from a URL before it is logged.

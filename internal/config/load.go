@@ -572,6 +572,18 @@ func checkURL(s string, noPath bool) error {
 	return nil
 }
 
+// IsLoopbackHost reports whether h (a host name without port) is
+// "localhost" or a loopback IP address: the only hosts plain http (tokens,
+// keys) and the DNS-rebinding guard treat as this machine. A name that only
+// looks like one ("127.0.0.1.example") is not.
+func IsLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
 // secureURL refuses plain http for anything but loopback: tokens and keys
 // must not travel in clear text.
 func secureURL(s string) error {
@@ -579,11 +591,7 @@ func secureURL(s string) error {
 	if u.Scheme == "https" {
 		return nil
 	}
-	host := u.Hostname()
-	if host == "localhost" {
-		return nil
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+	if IsLoopbackHost(u.Hostname()) {
 		return nil
 	}
 	return fmt.Errorf("%q must use https (plain http is accepted only on loopback)", s)

@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+
+	"github.com/agentharness/harness/internal/config"
 )
 
 // The CORS answer for /mcp: what the TypeScript SDK's browser transport
@@ -77,7 +79,7 @@ func (s *Server) foreignHost(r *http.Request) bool {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
-	if isLoopbackHost(strings.Trim(host, "[]")) {
+	if config.IsLoopbackHost(strings.Trim(host, "[]")) {
 		return false
 	}
 	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
@@ -85,7 +87,7 @@ func (s *Server) foreignHost(r *http.Request) bool {
 		return false
 	}
 	lh, _, err := net.SplitHostPort(la.String())
-	return err == nil && isLoopbackHost(strings.Trim(lh, "[]"))
+	return err == nil && config.IsLoopbackHost(strings.Trim(lh, "[]"))
 }
 
 // corsPublic serves a public document (RFC 9728 metadata) to any origin:
@@ -142,7 +144,7 @@ func (s *Server) loopbackOrigin(origin string) bool {
 		return false
 	}
 	ou, err := url.Parse(origin)
-	return err == nil && (ou.Scheme == "http" || ou.Scheme == "https") && isLoopbackHost(ou.Hostname())
+	return err == nil && (ou.Scheme == "http" || ou.Scheme == "https") && config.IsLoopbackHost(ou.Hostname())
 }
 
 // originOf is the web origin of an absolute URL (scheme://host[:port]).

@@ -224,7 +224,7 @@ func New(o Options) (*Server, error) {
 	if s.version == "" {
 		s.version = "dev"
 	}
-	if u, err := url.Parse(s.cfg.PublicURL); err != nil || isLoopbackHost(u.Hostname()) {
+	if u, err := url.Parse(s.cfg.PublicURL); err != nil || config.IsLoopbackHost(u.Hostname()) {
 		s.rebindGuard = true
 	}
 	s.prod = s.newProduction(o)
@@ -463,14 +463,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 	<-errc
 	s.FlushRefusals(context.WithoutCancel(ctx))
 	return nil
-}
-
-func isLoopbackHost(h string) bool {
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
 }
 
 // ToolsBroken reports whether some upstream's document is not loaded.
